@@ -1,0 +1,1 @@
+"""The DeepSpeed learner: worker, group (one torch.distributed world) and weight sync to the engines."""

@@ -1,0 +1,1 @@
+"""Verifiable rewards: task rewards, the dual-answer composition, and the scoring pool."""

@@ -1,0 +1,1 @@
+"""Data: sample records, source loaders, video frame planning and decoding, synthetic tasks."""

@@ -1,0 +1,77 @@
+"""The small typed records that cross component and actor boundaries.
+
+Every component speaks these: the data side produces `Sample` and `ModelInput`, the rollout side
+returns `Generation`, the reward side returns `RewardBreakdown`. They are plain dataclasses so
+they pickle cheaply through Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+ProblemType = Literal["exact_match", "math", "iou", "gqa"]
+PROBLEM_TYPES: tuple[str, ...] = ("exact_match", "math", "iou", "gqa")
+
+Segment = list[float]
+"""[start, end] in seconds."""
+Answer = Union[str, Segment, list[Segment], dict]
+"""str (exact_match, math), [s, e] or [[s, e], ...] (iou), {"answer": str, "segment": [s, e]} (gqa)."""
+
+MediaKind = Literal["video", "image", "none"]
+
+
+@dataclass
+class Sample:
+    """One training or evaluation item in the internal schema (method.md section 6)."""
+
+    id: str
+    source: str
+    problem_type: ProblemType
+    question: str
+    answer: Answer
+    options: Optional[list[str]] = None
+    media_kind: MediaKind = "none"
+    media_path: Optional[str] = None
+    video_start: Optional[float] = None
+    video_end: Optional[float] = None
+    duration: Optional[float] = None
+
+
+@dataclass
+class ModelInput:
+    """A rendered prompt: what an engine and the learner need to run the model on one sample.
+
+    `prompt_ids` are the chat-templated token ids with the vision placeholders expanded.
+    `mm_data` is vLLM's `multi_modal_data` (e.g. {"video": (frames THWC uint8, metadata)}).
+    `hf_inputs` are the processor's tensors for a transformers forward (pixel_values_videos,
+    video_grid_thw, mm_token_type_ids, ...), without input_ids / attention_mask.
+    """
+
+    sample: Sample
+    prompt_ids: list[int]
+    mm_data: dict[str, Any] = field(default_factory=dict)
+    hf_inputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Generation:
+    """One sampled response. `logprobs[i]` is the raw-distribution log-prob of `token_ids[i]`."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str
+    """"stop" (EOS or stop string) or "length" (hit max_new_tokens)."""
+
+
+@dataclass
+class RewardBreakdown:
+    """The dual-answer reward of one response; `a1`/`a2` are task rewards before weights."""
+
+    a1: float
+    a2: float
+    format: float
+    fallback: float
+    total: float
+    timed_out: bool = False

