@@ -75,3 +75,28 @@ class RewardBreakdown:
     fallback: float
     total: float
     timed_out: bool = False
+
+
+@dataclass
+class Clip:
+    """Decoded video frames, already sampled and resized per the frame plan (method.md section 5).
+
+    Qwen2.5-VL is told `sample_fps`; Qwen3-VL gets the metadata (video_fps, indices,
+    total_frames) and must not resample.
+    """
+
+    frames: Any
+    """np.ndarray (T, H, W, 3) uint8, T even, H and W multiples of 2 * patch."""
+    indices: list[int]
+    video_fps: float
+    total_frames: int
+    duration: float
+    """Seconds of the whole source video."""
+
+    @property
+    def sample_fps(self) -> float:
+        """Frames per second of the sampled sequence over the span it covers."""
+        if len(self.indices) < 2 or self.indices[-1] == self.indices[0]:
+            return self.video_fps
+        span = (self.indices[-1] - self.indices[0]) / self.video_fps
+        return (len(self.indices) - 1) / span
