@@ -50,6 +50,11 @@ class ModelInput:
 
     sample: Sample
     prompt_ids: list[int]
+    engine_prompt_ids: list[int]
+    """The chat-templated ids before placeholder expansion: vLLM expands them itself (given the
+    expanded ids it would expand the first placeholder again)."""
+    mm_kwargs: dict[str, Any] = field(default_factory=dict)
+    """vLLM `mm_processor_kwargs` so its processor reproduces `prompt_ids` (fps, no resize)."""
     mm_data: dict[str, Any] = field(default_factory=dict)
     hf_inputs: dict[str, Any] = field(default_factory=dict)
 
