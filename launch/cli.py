@@ -1,0 +1,101 @@
+"""The `thinkonce` command: train, infer, filter, make-tiny, demo.
+
+Each subcommand is a thin parser around a function elsewhere; heavy imports happen only inside the
+subcommand that needs them, so `thinkonce --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional
+
+from rl.config import ConfigError
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    from rl.tiny import build_tiny
+
+    path = build_tiny(args.family, args.out, hidden=args.hidden, layers=args.layers, seed=args.seed)
+    print(f"tiny {args.family} model written to {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from launch.train import train
+
+    return train(args.config, args.overrides, resume=args.resume)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from launch.train import train
+
+    return train("configs/tiny_cpu.yaml", args.overrides, resume="none")
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from launch.infer import infer
+
+    return infer(args)
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from launch.filter import filter_dataset
+
+    return filter_dataset(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thinkonce", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="run GRPO training (locally, or under `ray job submit`)")
+    p.add_argument("--config", default="configs/tiny_cpu.yaml", help="YAML preset in configs/")
+    p.add_argument("--resume", default="auto", help="auto (latest complete checkpoint in run_dir), none, or a checkpoint path")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.total_rounds=20")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("demo", help="the tiny default end to end on CPU (the README's main command)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides on top of configs/tiny_cpu.yaml")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("infer", help="confidence-gated early-exit inference over a dataset")
+    p.add_argument("--model", required=True, help="HF model directory")
+    p.add_argument("--data", required=True, help="dataset: data_config.yaml, .jsonl or .parquet")
+    p.add_argument("--tau", type=float, default=None, help="confidence threshold (default by family: 0.97 / 0.98)")
+    p.add_argument("--mode", default="auto", choices=["auto", "always-think", "never-think", "post-hoc"])
+    p.add_argument("--out", default=None, help="predictions JSONL path")
+    p.add_argument("--config", default=None, help="optional YAML preset for engine/data settings")
+    p.add_argument("overrides", nargs="*", help="dotted overrides")
+    p.set_defaults(func=_infer)
+
+    p = sub.add_parser("filter", help="difficulty filter: drop QA prompts the model gets all right or all wrong")
+    p.add_argument("--config", default="configs/tiny_cpu.yaml")
+    p.add_argument("--data", required=True, help="input dataset")
+    p.add_argument("--out", required=True, help="filtered dataset (.jsonl or .parquet)")
+    p.add_argument("--k", type=int, default=8, help="answers sampled per prompt (paper: 8)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_filter)
+
+    p = sub.add_parser("make-tiny", help="build an offline tiny random Qwen-VL model directory")
+    p.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_make_tiny)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"thinkonce: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
