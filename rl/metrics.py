@@ -1,0 +1,125 @@
+"""Training metrics: what a round measured, and where it goes (metrics.jsonl, wandb, a progress bar).
+
+wandb runs offline when no WANDB_API_KEY is set (an unreachable server blocks about 100 s before
+failing); tqdm draws the progress bar with its ETA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from rl.types import Generation, RewardBreakdown, Sample
+
+
+class PhaseTimer:
+    """Seconds per named phase of one round (data, rollout, reward, logprobs, update, sync, checkpoint)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def as_metrics(self) -> dict[str, float]:
+        return {f"time/{k}": v for k, v in self.seconds.items()}
+
+
+def rollout_metrics(
+    samples: Sequence[Sample],
+    generations: Sequence[Generation],
+    rewards: Sequence[RewardBreakdown],
+    group_size: int,
+) -> dict[str, float]:
+    """Reward total and parts (overall and per problem type), lengths, truncation, zero-variance groups.
+
+    `samples[i]` is the prompt of `generations[i]` (already repeated G times).
+    """
+    n = len(rewards)
+    out: dict[str, float] = {}
+
+    def parts(idx: list[int], prefix: str) -> None:
+        k = max(len(idx), 1)
+        out[f"{prefix}reward/total"] = sum(rewards[i].total for i in idx) / k
+        out[f"{prefix}reward/a1_acc"] = sum(rewards[i].a1 > 0.5 for i in idx) / k
+        out[f"{prefix}reward/a2_acc"] = sum(rewards[i].a2 > 0.5 for i in idx) / k
+        out[f"{prefix}reward/a1"] = sum(rewards[i].a1 for i in idx) / k
+        out[f"{prefix}reward/a2"] = sum(rewards[i].a2 for i in idx) / k
+        out[f"{prefix}reward/format_rate"] = sum(rewards[i].format for i in idx) / k
+        out[f"{prefix}reward/fallback_rate"] = sum(rewards[i].fallback for i in idx) / k
+
+    parts(list(range(n)), "")
+    by_type: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        by_type[s.problem_type].append(i)
+    for ptype, idx in sorted(by_type.items()):
+        parts(idx, f"{ptype}/")
+    lengths = [len(g.token_ids) for g in generations]
+    out["response/length_mean"] = sum(lengths) / max(n, 1)
+    out["response/length_max"] = float(max(lengths, default=0))
+    out["response/truncation_rate"] = sum(g.finish_reason == "length" for g in generations) / max(n, 1)
+    out["reward/timeouts"] = float(sum(r.timed_out for r in rewards))
+    groups = [rewards[i : i + group_size] for i in range(0, n, group_size)]
+    out["grpo/zero_variance_groups"] = sum(len({r.total for r in g}) == 1 for g in groups) / max(len(groups), 1)
+    return out
+
+
+class MetricsLogger:
+    """One line per round in `run_dir/metrics.jsonl`, the same to wandb, and a tqdm bar with ETA."""
+
+    def __init__(self, run_dir: str | Path, total_rounds: int, start_round: int, config: dict[str, Any],
+                 wandb_project: str = "thinkonce", wandb_mode: str = "auto", progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._bar = tqdm(total=total_rounds, initial=start_round, desc="GRPO rounds", unit="round", disable=not progress, dynamic_ncols=True)
+        self._wandb = _start_wandb(run_dir, wandb_project, wandb_mode, config)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, "time": time.time(), **metrics}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+        self._bar.update(1)
+        self._bar.set_postfix(reward=f"{metrics.get('reward/total', float('nan')):.3f}", loss=f"{metrics.get('train/loss', float('nan')):.4f}")
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _start_wandb(run_dir: str | Path, project: str, mode: str, config: dict[str, Any]) -> Optional[Any]:
+    if mode == "disabled":
+        return None
+    if mode == "auto":
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    import wandb
+
+    return wandb.init(project=project, dir=str(run_dir), mode=mode, config=config, resume="allow",
+                      id=Path(run_dir).resolve().name.replace("/", "-"), settings=wandb.Settings(silent=True))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rounds logged so far (a resumed run appends; the last record of a step wins)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            by_step[rec["step"]] = rec
+    return [by_step[k] for k in sorted(by_step)]
