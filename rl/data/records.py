@@ -1,0 +1,281 @@
+"""Checking `Sample` records, rendering options, and the report of skipped samples.
+
+Every loader funnels its records through `validate_sample`, so a record that reaches training has
+an answer of the shape its problem type needs (method.md section 3): a bad record is named (file,
+index, field) and skipped at load time rather than scored 0 forever.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from rl.types import PROBLEM_TYPES, Answer, Sample
+
+logger = logging.getLogger(__name__)
+
+LETTERS = string.ascii_uppercase
+MEDIA_KINDS = ("video", "image", "none")
+WARN_LIMIT = 20
+"""Skips logged one by one per reason; the rest are only counted."""
+
+_LABEL = re.compile(r"^\s*(?:\(([A-Z])\)|([A-Z])\s*[.):：]|\[([A-Z])\])\s*")
+_BARE_LETTER = re.compile(r"^\s*\(?\[?([A-Z])\]?\)?\s*(?:[.):：]\s*.*)?$", re.S)
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
+
+
+class RecordError(ValueError):
+    """One record that does not fit the schema; the message names where it is and which field."""
+
+    def __init__(self, where: str, field_name: str, message: str) -> None:
+        super().__init__(f"{where}: field '{field_name}': {message}")
+        self.where = where
+        self.field = field_name
+
+    @property
+    def reason(self) -> str:
+        return f"invalid_{self.field}"
+
+
+def option_label(index: int) -> str:
+    return LETTERS[index]
+
+
+def strip_option_label(text: str, index: int) -> str:
+    """'B. red' / '(B) red' / 'B) red' -> 'red' when the label is the option's own letter."""
+    match = _LABEL.match(text)
+    if match and (match.group(1) or match.group(2) or match.group(3)) == LETTERS[index]:
+        return text[match.end() :].strip()
+    return text.strip()
+
+
+def render_options(question: str, options: list[str]) -> str:
+    """The question followed by one line per option, `A. text` (as the paper's prompts show them).
+
+    A question that already lists exactly these lines is returned unchanged.
+    """
+    lines = [f"{option_label(i)}. {text}" for i, text in enumerate(options)]
+    if all(line in question for line in lines):
+        return question
+    return question.rstrip() + "\n" + "\n".join(lines)
+
+
+def last_boxed(text: str) -> Optional[str]:
+    """Contents of the last `\\boxed{...}` (braces balanced to any depth), or None."""
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        depth, i = 0, start + len("\\boxed")
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                return text[i + 1 : j]
+        start = text.rfind("\\boxed{", 0, start)
+    return None
+
+
+def strip_answer_markup(text: str) -> str:
+    """'<answer>B</answer>' or 'The answer is \\boxed{B}' -> 'B': the payload a reward compares."""
+    tagged = _ANSWER_TAG.findall(text)
+    if tagged:
+        text = tagged[-1]
+    boxed = last_boxed(text)
+    if boxed is not None:
+        text = boxed
+    return text.strip()
+
+
+def answer_letter(answer: str, options: list[str]) -> Optional[str]:
+    """The option letter an answer names: 'B', '(B)', 'B. red', or the text of option B."""
+    match = _BARE_LETTER.match(answer)
+    if match and match.group(1) in LETTERS[: len(options)]:
+        return match.group(1)
+    folded = answer.strip().casefold()
+    hits = [i for i, text in enumerate(options) if text.strip().casefold() == folded]
+    return LETTERS[hits[0]] if len(hits) == 1 else None
+
+
+def _number(value: Any, where: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(where, name, f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise RecordError(where, name, f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _segment(value: Any, where: str, name: str) -> list[float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise RecordError(where, name, f"expected [start, end] in seconds, got {value!r}")
+    start, end = (_number(v, where, name) for v in value)
+    if not 0 <= start < end:
+        raise RecordError(where, name, f"expected 0 <= start < end, got {list(value)!r}")
+    return [start, end]
+
+
+def _text(value: Any, where: str, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise RecordError(where, name, f"expected a string, got {type(value).__name__} {value!r}")
+    text = str(value).strip()
+    if not text:
+        raise RecordError(where, name, "is empty")
+    return text
+
+
+def normalize_answer(problem_type: str, answer: Any, where: str, options: Optional[list[str]] = None) -> Answer:
+    """The answer in the shape its problem type needs, numbers as floats; raises RecordError.
+
+    exact_match, math: a non-empty string (numbers are accepted and written as strings).
+    iou: [s, e] or [[s, e], ...]. gqa: {"answer": str, "segment": [s, e]}.
+    With options, exact_match and gqa answers must be one of the option letters.
+    """
+    if problem_type in ("exact_match", "math"):
+        text = _text(answer, where, "answer")
+        if options and problem_type == "exact_match" and text not in LETTERS[: len(options)]:
+            raise RecordError(where, "answer", f"{text!r} is not an option letter of {len(options)} options")
+        return text
+    if problem_type == "iou":
+        if isinstance(answer, (list, tuple)) and answer and all(isinstance(v, (list, tuple)) for v in answer):
+            segments = [_segment(v, where, "answer") for v in answer]
+            return segments[0] if len(segments) == 1 else segments
+        return _segment(answer, where, "answer")
+    if problem_type == "gqa":
+        if not isinstance(answer, dict) or set(answer) != {"answer", "segment"}:
+            raise RecordError(where, "answer", f'expected {{"answer": str, "segment": [s, e]}}, got {answer!r}')
+        letter = _text(answer["answer"], where, "answer")
+        if options and letter not in LETTERS[: len(options)]:
+            raise RecordError(where, "answer", f"{letter!r} is not an option letter of {len(options)} options")
+        return {"answer": letter, "segment": _segment(answer["segment"], where, "answer")}
+    raise RecordError(where, "problem_type", f"{problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
+
+
+def validate_sample(sample: Sample, where: str) -> Sample:
+    """The sample with a normalised answer, or RecordError naming `where` and the field."""
+    if not isinstance(sample.id, str) or not sample.id:
+        raise RecordError(where, "id", f"expected a non-empty string, got {sample.id!r}")
+    if not isinstance(sample.source, str) or not sample.source:
+        raise RecordError(where, "source", f"expected a non-empty string, got {sample.source!r}")
+    if sample.problem_type not in PROBLEM_TYPES:
+        raise RecordError(where, "problem_type", f"{sample.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
+    question = _text(sample.question, where, "question") if isinstance(sample.question, str) else None
+    if question is None:
+        raise RecordError(where, "question", f"expected a string, got {sample.question!r}")
+    options = sample.options
+    if options is not None:
+        if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
+            raise RecordError(where, "options", f"expected a list of 2 to 26 strings, got {options!r}")
+        options = [_text(o, where, "options") for o in options]
+    answer = normalize_answer(sample.problem_type, sample.answer, where, options)
+    if sample.media_kind not in MEDIA_KINDS:
+        raise RecordError(where, "media_kind", f"{sample.media_kind!r} is not one of {', '.join(MEDIA_KINDS)}")
+    if sample.media_kind == "none":
+        if sample.media_path is not None:
+            raise RecordError(where, "media_path", f"a text-only sample has a media path {sample.media_path!r}")
+    elif not isinstance(sample.media_path, str) or not sample.media_path:
+        raise RecordError(where, "media_path", f"a {sample.media_kind} sample needs a path, got {sample.media_path!r}")
+    start = end = duration = None
+    if sample.video_start is not None or sample.video_end is not None:
+        if sample.media_kind != "video":
+            raise RecordError(where, "video_start", "a clip window is only meaningful for a video")
+        if sample.video_start is not None:
+            start = _number(sample.video_start, where, "video_start")
+            if start < 0:
+                raise RecordError(where, "video_start", f"must be >= 0, got {start}")
+        if sample.video_end is not None:
+            end = _number(sample.video_end, where, "video_end")
+            if end <= 0:
+                raise RecordError(where, "video_end", f"must be > 0, got {end}")
+        if start is not None and end is not None and not start < end:
+            raise RecordError(where, "video_end", f"video_start {start} must be < video_end {end}")
+    if sample.duration is not None:
+        duration = _number(sample.duration, where, "duration")
+        if duration <= 0:
+            raise RecordError(where, "duration", f"must be > 0, got {duration}")
+    return dataclasses.replace(
+        sample,
+        question=question,
+        options=options,
+        answer=answer,
+        video_start=start,
+        video_end=end,
+        duration=duration,
+    )
+
+
+SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(Sample))
+
+
+def sample_to_dict(sample: Sample) -> dict[str, Any]:
+    return dataclasses.asdict(sample)
+
+
+def sample_from_dict(record: Any, where: str) -> Sample:
+    """A record of the internal schema (the fields of `Sample`, no others), validated."""
+    if not isinstance(record, dict):
+        raise RecordError(where, "record", f"expected an object, got {type(record).__name__}")
+    unknown = sorted(set(record) - set(SAMPLE_FIELDS))
+    if unknown:
+        raise RecordError(where, unknown[0], f"unknown field (the schema has {', '.join(SAMPLE_FIELDS)})")
+    for name in ("id", "source", "problem_type", "question", "answer"):
+        if name not in record:
+            raise RecordError(where, name, "missing")
+    return validate_sample(Sample(**record), where)
+
+
+@dataclass
+class SkipReport:
+    """Samples left out and why: counts and ids by reason. A run never stops on one bad sample."""
+
+    counts: Counter = field(default_factory=Counter)
+    ids: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, sample_id: str, message: str) -> None:
+        """Count a skipped sample and warn (the first WARN_LIMIT of each reason)."""
+        self.counts[reason] += 1
+        self.ids.setdefault(reason, []).append(sample_id)
+        if self.counts[reason] <= WARN_LIMIT:
+            logger.warning("skipping %s (%s): %s", sample_id, reason, message)
+        elif self.counts[reason] == WARN_LIMIT + 1:
+            logger.warning("more samples skipped for %s: only counted from here on", reason)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def merge(self, other: "SkipReport") -> None:
+        self.counts.update(other.counts)
+        for reason, ids in other.ids.items():
+            self.ids.setdefault(reason, []).extend(ids)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"skipped": self.total, "counts": dict(self.counts), "ids": {k: list(v) for k, v in self.ids.items()}}
+
+    def summary(self) -> str:
+        if not self.total:
+            return "no samples skipped"
+        return f"{self.total} samples skipped: " + ", ".join(f"{k} {v}" for k, v in self.counts.most_common())
+
+
+@dataclass
+class Dataset:
+    """Loaded samples plus the report of those left out."""
+
+    samples: list[Sample]
+    report: SkipReport = field(default_factory=SkipReport)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+    def counts_by(self, attribute: str) -> dict[str, int]:
+        """e.g. counts_by("source"), counts_by("problem_type"), counts_by("media_kind")."""
+        return dict(Counter(getattr(s, attribute) for s in self.samples))
