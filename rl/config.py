@@ -28,9 +28,15 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """The policy. `path` is an HF model directory (a real checkpoint or a tiny one from `thinkonce make-tiny`)."""
+    """The policy: an HF model directory, or `tiny:<family>` for the offline tiny model.
 
-    path: str = "artifacts/tiny-qwen2_5_vl"
+    `tiny:qwen2_5_vl` / `tiny:qwen3_vl` build (once, cached under `artifacts/`) a random tiny model,
+    warm-started for `tiny_warm_start_steps` supervised steps on the output format only (the
+    answers in its targets are random, so any accuracy it gains comes from RL).
+    """
+
+    path: str = "tiny:qwen2_5_vl"
+    tiny_warm_start_steps: int = Field(default=0, ge=0)
     family: Literal["auto", "qwen2_5_vl", "qwen3_vl"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
@@ -148,8 +154,6 @@ class TrainerConfig(_Section):
     save_every: int = Field(default=50, gt=0)
     """Rounds between checkpoints (also on SIGTERM)."""
     keep_last: int = Field(default=3, gt=0)
-    warm_start_steps: int = Field(default=0, ge=0)
-    """Supervised steps on the output format before RL (tiny demo only; the paper uses none)."""
 
 
 class InferConfig(_Section):

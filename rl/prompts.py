@@ -47,22 +47,16 @@ def system_prompt(value: Optional[str] = None) -> str:
     return value
 
 
-def question_text(sample: Sample) -> str:
-    """The question with its options rendered as `A. ...` lines."""
-    text = sample.question
-    if sample.options:
-        letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-        text += "\n" + "\n".join(f"{letters[i]}. {opt}" for i, opt in enumerate(sample.options))
-    return text
-
-
 def user_text(sample: Sample) -> str:
-    """The text part of the user message, by problem type (method.md section 2)."""
+    """The text part of the user message, by problem type (method.md section 2).
+
+    The loaders have already rendered the options into `sample.question` (as `A. ...` lines).
+    """
     if sample.problem_type == "iou":
         return GROUNDING_TEMPLATE.format(question=sample.question)
     if sample.problem_type == "gqa":
-        return question_text(sample) + GQA_SUFFIX
-    return question_text(sample) + USER_SUFFIX
+        return sample.question + GQA_SUFFIX
+    return sample.question + USER_SUFFIX
 
 
 def messages(sample: Sample, system: str) -> list[dict[str, Any]]:

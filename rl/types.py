@@ -97,11 +97,5 @@ class Clip:
     total_frames: int
     duration: float
     """Seconds of the whole source video."""
-
-    @property
-    def sample_fps(self) -> float:
-        """Frames per second of the sampled sequence over the span it covers."""
-        if len(self.indices) < 2 or self.indices[-1] == self.indices[0]:
-            return self.video_fps
-        span = (self.indices[-1] - self.indices[0]) / self.video_fps
-        return (len(self.indices) - 1) / span
+    sample_fps: float
+    """What Qwen2.5-VL is told: n / window_frames * video_fps, as qwen-vl-utils computes it."""

@@ -18,11 +18,11 @@ FAMILIES = ["qwen2_5_vl", "qwen3_vl"]
 def _clip(family: str, seed: int = 0) -> Clip:
     f = 28 if family == "qwen2_5_vl" else 32
     frames = np.random.default_rng(seed).integers(0, 255, (8, 2 * f, 3 * f, 3), dtype=np.uint8)
-    return Clip(frames=frames, indices=list(range(0, 32, 4)), video_fps=8.0, total_frames=32, duration=4.0)
+    return Clip(frames=frames, indices=list(range(0, 32, 4)), video_fps=8.0, total_frames=32, duration=4.0, sample_fps=2.0)
 
 
 def _sample() -> Sample:
-    return Sample(id="t0", source="synthetic", problem_type="exact_match", question="What colour is the square?",
+    return Sample(id="t0", source="synthetic", problem_type="exact_match", question="What colour is the square?\nA. red\nB. blue",
                   answer="A", options=["red", "blue"], media_kind="video", media_path="v.mp4")
 
 

@@ -356,7 +356,7 @@ def decode_clip(
     """
     reader, total_frames, fps = _open_video(path, num_threads)
     try:
-        indices, _ = sampling.indices(total_frames, fps, start, end)
+        indices, window_frames = sampling.indices(total_frames, fps, start, end)
     except FrameWindowError as exc:
         raise VideoDecodeError(path, MediaError.BAD_WINDOW, str(exc)) from None
     try:
@@ -372,7 +372,8 @@ def decode_clip(
         raise VideoDecodeError(path, MediaError.CORRUPT, str(exc)) from None
     frames = resize_frames(frames, height, width)
     frames.flags.writeable = False
-    return Clip(frames=frames, indices=indices, video_fps=fps, total_frames=total_frames, duration=total_frames / fps)
+    return Clip(frames=frames, indices=indices, video_fps=fps, total_frames=total_frames, duration=total_frames / fps,
+                sample_fps=len(indices) / window_frames * fps)
 
 
 class VideoLoader:

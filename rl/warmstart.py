@@ -1,0 +1,118 @@
+"""The offline tiny policy for demos and tests: a random tiny model, optionally warm-started on the format.
+
+A random model almost never writes `\\boxed{a1}<think>...</think>\\boxed{a2}`, so GRPO on it would
+see only zero rewards. The warm start teaches the output format with a short supervised run whose
+target answers are drawn at random from each task's answer space (a letter, a count, an interval):
+the model learns the grammar, not the tasks, so accuracy it gains later comes from RL. The paper
+uses no warm start (its base model follows the system prompt); this exists for the tiny models only.
+
+`resolve_model_path("tiny:qwen2_5_vl", ...)` builds and caches such a model under `artifacts/`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from rl.config import DataConfig, ModelConfig
+from rl.types import Sample
+
+ARTIFACTS = Path("artifacts")
+THOUGHTS = ("I see the video.", "Let me look at the frames again.", "The object is clear in the frames.")
+
+
+def random_answer(sample: Sample, rng: np.random.Generator) -> str:
+    """A well-formed answer payload for `sample`'s task, drawn at random (not the ground truth)."""
+    if sample.problem_type in ("iou", "gqa"):
+        duration = sample.duration or 5.0
+        s = round(float(rng.uniform(0, duration * 0.6)), 1)
+        e = round(min(duration, s + float(rng.uniform(0.5, duration * 0.5))), 1)
+        interval = f"[{s:.1f}, {e:.1f}]"
+        if sample.problem_type == "iou":
+            return interval
+        return f"{'ABCD'[int(rng.integers(len(sample.options or 'AB')))]} <> {interval}"
+    if sample.options:
+        return "ABCDEFGH"[int(rng.integers(len(sample.options)))]
+    return str(int(rng.integers(0, 6)))
+
+
+def format_target(sample: Sample, rng: np.random.Generator) -> str:
+    """`\\boxed{x}<think>...</think>\\boxed{x}` with a random well-formed x."""
+    answer = random_answer(sample, rng)
+    return f"\\boxed{{{answer}}}<think>{THOUGHTS[int(rng.integers(len(THOUGHTS)))]}</think>\\boxed{{{answer}}}"
+
+
+def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: DataConfig, steps: int,
+               *, lr: float = 2e-3, seed: int = 0) -> Path:
+    """Supervised steps on format targets (loss on the response only), saved as an HF model dir."""
+    from transformers import AutoModelForImageTextToText
+
+    from rl.inputs import InputBuilder, SampleError
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    builder = InputBuilder(str(model_dir), data)
+    eos = builder.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.train()
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    inputs = []
+    for s in samples:
+        try:
+            inputs.append(builder.build(s))
+        except SampleError:
+            continue
+    if not inputs:
+        raise ValueError("warm start: no usable sample")
+    for _ in range(steps):
+        mi = inputs[int(rng.integers(len(inputs)))]
+        target = builder.tokenizer(format_target(mi.sample, rng), add_special_tokens=False)["input_ids"] + [eos]
+        ids = torch.tensor([mi.prompt_ids + target])
+        labels = ids.clone()
+        labels[0, : len(mi.prompt_ids)] = -100
+        extra = dict(mi.hf_inputs)
+        if "mm_token_type_ids" in extra:
+            extra["mm_token_type_ids"] = torch.cat(
+                [extra["mm_token_type_ids"], torch.zeros((1, len(target)), dtype=extra["mm_token_type_ids"].dtype)], dim=1)
+        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, **extra).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    builder.renderer.processor.save_pretrained(tmp)
+    (tmp / "thinkonce_tiny.json").write_text(json.dumps({"warm_start_steps": steps, "final_loss": float(loss), "seed": seed}))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> Path:
+    """The policy's model directory; `tiny:<family>` is built (and warm-started) once and cached."""
+    if not model.path.startswith("tiny:"):
+        path = Path(model.path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model.path {model.path}: not an HF model directory (no config.json)")
+        return path
+    from rl.data.synthetic import generate_synthetic
+    from rl.tiny import FAMILIES, build_tiny
+
+    family = model.path.split(":", 1)[1]
+    if family not in FAMILIES:
+        raise ValueError(f"model.path {model.path}: unknown tiny family, expected tiny:{' or tiny:'.join(FAMILIES)}")
+    base = ARTIFACTS / f"tiny-{family}-s{seed}"
+    if not (base / "model.safetensors").is_file():
+        build_tiny(family, base, seed=seed)  # type: ignore[arg-type]
+    if model.tiny_warm_start_steps == 0:
+        return base
+    warm = ARTIFACTS / f"tiny-{family}-s{seed}-warm{model.tiny_warm_start_steps}"
+    if not (warm / "model.safetensors").is_file():
+        samples = generate_synthetic(Path(data.synthetic_dir), data.synthetic_num_samples, seed=data.seed)
+        warm_start(base, warm, samples, data, model.tiny_warm_start_steps, seed=seed)
+    return warm
