@@ -1,0 +1,81 @@
+"""The weight-sync protocol between plain processes: bucketed bytes arrive intact; a dead peer hits the deadline."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import pytest
+import torch
+
+from learner.params import ParamMeta
+from learner.sync import SyncGroupSpec, SyncTimeout, WeightReceiver, WeightSender, free_port
+
+METAS = [
+    ParamMeta("a.weight", (64, 32), torch.float32),
+    ParamMeta("a.bias", (64,), torch.float32),
+    ParamMeta("b.weight", (300, 7), torch.bfloat16),
+    ParamMeta("c.weight", (5,), torch.float32),
+]
+
+
+def _tensors(seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(m.shape, generator=g).to(m.dtype) for m in METAS]
+
+
+def _receiver(spec: SyncGroupSpec, rank: int, queue, rounds: int) -> None:
+    recv = WeightReceiver(spec, rank, METAS)
+    for _ in range(rounds):
+        queue.put([(name, t.clone()) for name, t in recv.receive()])
+
+
+def _spec(world: int, bucket_bytes: int, timeout: float = 30.0) -> SyncGroupSpec:
+    return SyncGroupSpec(host="127.0.0.1", port=free_port(), world_size=world, backend="gloo",
+                         timeout_s=timeout, bucket_bytes=bucket_bytes)
+
+
+@pytest.mark.parametrize("bucket_bytes", [1024, 10_000, 1 << 20])
+def test_buckets_arrive_intact_at_every_receiver(bucket_bytes):
+    ctx = mp.get_context("spawn")
+    spec = _spec(3, bucket_bytes)
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_receiver, args=(spec, r, queue, 2)) for r in (1, 2)]
+    for p in procs:
+        p.start()
+    sender = WeightSender(spec, METAS)
+    for seed in (1, 2):
+        stats = sender.send(_tensors(seed))
+        assert stats["sync/bytes"] == sum(m.nbytes for m in METAS)
+        for _ in procs:
+            got = queue.get(timeout=30)
+            assert [n for n, _ in got] == [m.name for m in METAS]
+            for (name, tensor), want in zip(got, _tensors(seed)):
+                assert tensor.dtype == want.dtype and torch.equal(tensor, want), name
+    for p in procs:
+        p.join(timeout=30)
+
+
+def test_shape_mismatch_is_rejected_before_sending():
+    spec = _spec(1, 1 << 20)
+    sender = WeightSender(spec, METAS)
+    bad = _tensors(0)
+    bad[1] = torch.zeros(65)
+    with pytest.raises(ValueError, match="a.bias"):
+        sender.send(bad)
+
+
+def test_dead_receiver_raises_within_deadline():
+    ctx = mp.get_context("spawn")
+    spec = _spec(2, 1024, timeout=4.0)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_receiver, args=(spec, 1, queue, 1))
+    proc.start()
+    sender = WeightSender(spec, METAS)
+    sender.send(_tensors(0))
+    queue.get(timeout=30)
+    proc.join(timeout=30)  # the receiver has exited: it will never take the next sync
+    start = time.monotonic()
+    with pytest.raises(SyncTimeout):
+        sender.send(_tensors(1))
+    assert time.monotonic() - start < spec.timeout_s + 2.0
