@@ -1,0 +1,58 @@
+"""Joining or starting Ray, and checking up front that the cluster has what the config asks for.
+
+Engines, learner ranks and reward workers are placed by their groups (separate placement groups,
+so rollout and learner GPU counts scale independently); this module only makes sure the cluster
+can hold them all, and says clearly what is missing before any actor starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rl.config import Config
+from rl.runtime import Device, runtime_env_vars
+
+
+def actor_cpus(device: Device) -> float:
+    """CPUs each actor asks Ray for: a whole one on GPU nodes; a share on a CPU box where all run together."""
+    return 1.0 if device == "cuda" else 0.25
+
+
+def required(cfg: Config, device: Device) -> dict[str, float]:
+    """Logical resources the run needs: GPUs for engines (num_engines x TP) and learner ranks."""
+    actors = cfg.rollout.num_engines + cfg.learner.world_size + cfg.reward.num_workers
+    need = {"CPU": actors * actor_cpus(device)}
+    if device == "cuda":
+        need["GPU"] = float(cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size + cfg.learner.world_size)
+    return need
+
+
+def init_ray(cfg: Config, device: Device) -> None:
+    """Join `cluster.ray_address` / RAY_ADDRESS (set under `ray job submit`), or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": runtime_env_vars(device, in_actor=True, kvcache_gib=cfg.rollout.cpu_kvcache_gib)}
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        cpus = max(os.cpu_count() or 1, int(required(cfg, device)["CPU"]) + 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
+
+
+def check_resources(cfg: Config, device: Device) -> None:
+    """Fail early, naming the config keys, when the cluster cannot hold the run."""
+    import ray
+
+    have = ray.cluster_resources()
+    for resource, amount in required(cfg, device).items():
+        if have.get(resource, 0.0) + 1e-9 < amount:
+            detail = (f"rollout.num_engines ({cfg.rollout.num_engines}) x rollout.tensor_parallel_size "
+                      f"({cfg.rollout.tensor_parallel_size}) + learner.world_size ({cfg.learner.world_size})"
+                      if resource == "GPU" else
+                      f"{cfg.rollout.num_engines} engines + {cfg.learner.world_size} learner ranks + "
+                      f"{cfg.reward.num_workers} reward workers")
+            raise RuntimeError(f"the Ray cluster has {have.get(resource, 0.0):g} {resource} but the config needs "
+                               f"{amount:g}: {detail}. Lower those keys or add nodes.")

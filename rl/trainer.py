@@ -1,0 +1,195 @@
+"""The GRPO loop of VideoAuto-R1, as a single controller over three actor groups.
+
+One round (method.md section 4):
+
+    prompts   <- P prompts from the shuffled stream                     (data)
+    o_{i,1..G} ~ pi_theta_old(. | q_i), G = 16                          (rollout, vLLM engines)
+    r_{i,j}   = 0.9 R(a1) + 1.1 R(a2) + R_fmt + 0.3 R_fallback          (reward pool)
+    A_{i,j}   = (r_{i,j} - mean_j r_{i,.}) / (std_j r_{i,.} + 1e-4)     (rl.grpo)
+    theta     <- K AdamW steps on the clipped surrogate + beta k3 KL    (learner group; old and
+                 ref log-probs are recomputed by the learner first)
+    engines   <- theta                                                  (bucketed weight sync)
+    checkpoint every N rounds and on SIGTERM; metrics every round
+
+Fault handling lives here because only the controller sees the whole round: a dead engine is
+replaced by the rollout group and re-synced before its work is retried; a non-finite loss is skipped
+by the learner and counted here; a dead learner rank ends the run with a message that says how to
+resume; reward timeouts are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from learner.group import LearnerGroup
+from reward.pool import RewardPool
+from rl.checkpoint import CheckpointManager, Manifest, capture_rng, restore_rng
+from rl.config import Config, to_yaml
+from rl.grpo import group_advantages
+from rl.inputs import InputBuilder, SampleError
+from rl.metrics import MetricsLogger, PhaseTimer, rollout_metrics
+from rl.stream import PromptStream
+from rl.types import ModelInput, Sample
+from rollout.group import RolloutGroup
+
+log = logging.getLogger("thinkonce.trainer")
+
+
+class LearnerDied(RuntimeError):
+    """A learner rank is gone: the DeepSpeed world cannot continue; the run must be resumed."""
+
+
+class Trainer:
+    """Owns the actor groups of one run and drives the rounds."""
+
+    def __init__(self, cfg: Config, model_dir: Path, samples: list[Sample]) -> None:
+        self.cfg = cfg
+        self.model_dir = model_dir
+        self.run_dir = Path(cfg.trainer.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        self.inputs = InputBuilder(str(model_dir), cfg.data)
+        self.stream: PromptStream[Sample] = PromptStream(samples, seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
+        self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last)
+        self.counters: dict[str, float] = {"skipped_samples": 0, "nonfinite_updates": 0, "engine_restarts": 0, "reward_timeouts": 0}
+        self.rewards = RewardPool.from_config(cfg.reward)
+        self.rollout = RolloutGroup.from_config(cfg, str(model_dir))
+        self.learner = LearnerGroup.from_config(cfg, str(model_dir))
+        self.learner.connect(self.rollout)
+        self._stop_requested = False
+
+    @property
+    def total_rounds(self) -> int:
+        if self.cfg.trainer.total_rounds is not None:
+            return self.cfg.trainer.total_rounds
+        return max(1, self.cfg.trainer.epochs * len(self.stream.items) // self.cfg.trainer.prompts_per_round)
+
+    def run(self, resume: str = "auto") -> list[dict[str, float]]:
+        """Train to `total_rounds`, resuming per `resume` (auto | none | checkpoint path)."""
+        start = self._resume(resume)
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        logger = MetricsLogger(self.run_dir, self.total_rounds, start, self.cfg.model_dump(mode="json"),
+                               self.cfg.logging.wandb_project, self.cfg.logging.wandb_mode, self.cfg.logging.progress)
+        history = []
+        try:
+            for step in range(start, self.total_rounds):
+                metrics = self.train_round(step)
+                if (step + 1) % self.cfg.trainer.save_every == 0 or step + 1 == self.total_rounds or self._stop_requested:
+                    with_time = time.perf_counter()
+                    self.save(step + 1)
+                    metrics["time/checkpoint"] = time.perf_counter() - with_time
+                logger.log(step + 1, metrics)
+                history.append(metrics)
+                if self._stop_requested:
+                    log.warning("SIGTERM: checkpoint written at round %d; resume with --resume auto", step + 1)
+                    break
+        except LearnerDied as exc:
+            latest = self.ckpt.latest()
+            raise LearnerDied(f"{exc}\nThe learner world cannot continue without it. Resume from the last complete "
+                              f"checkpoint ({latest or 'none yet'}) with: thinkonce train --config "
+                              f"{self.run_dir / 'config.yaml'} --resume auto") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            logger.close()
+        return history
+
+    def train_round(self, step: int) -> dict[str, float]:
+        """One GRPO round; returns its metrics."""
+        timer = PhaseTimer()
+        cfg = self.cfg
+        G = cfg.rollout.n
+        with timer.phase("data"):
+            prompts = self._next_prompts(cfg.trainer.prompts_per_round)
+        with timer.phase("rollout"):
+            generations = self.rollout.generate(prompts, n=G, seed=cfg.trainer.seed * 1_000_003 + step)
+        if self.rollout.restarts > self.counters["engine_restarts"]:
+            log.warning("round %d: %d engine restart(s); weights re-synced", step + 1,
+                        self.rollout.restarts - self.counters["engine_restarts"])
+            self.counters["engine_restarts"] = self.rollout.restarts
+        samples = [p.sample for p in prompts for _ in range(G)]
+        flat = [g for group in generations for g in group]
+        with timer.phase("reward"):
+            rewards = self.rewards.score_batch([(g.text, s.answer, s.problem_type) for g, s in zip(flat, samples)])
+        self.counters["reward_timeouts"] += sum(r.timed_out for r in rewards)
+        adv = group_advantages(torch.tensor([r.total for r in rewards], dtype=torch.float32), G, cfg.grpo.eps)
+        try:
+            stats = self.learner.train_round(prompts, generations, adv.advantages.tolist())
+        except Exception as exc:
+            if _is_actor_death(exc):
+                raise LearnerDied(f"round {step + 1}: a learner rank died: {exc}") from None
+            raise
+        for name in ("logprobs", "update"):
+            timer.seconds[name] += stats.pop(f"time/{name}", 0.0)
+        if stats.get("train/skipped_nonfinite", 0.0) > 0:
+            self.counters["nonfinite_updates"] += stats["train/skipped_nonfinite"]
+            log.warning("round %d: non-finite loss in %d update(s); those updates were skipped",
+                        step + 1, int(stats["train/skipped_nonfinite"]))
+        with timer.phase("sync"):
+            stats.update(self._sync())
+        metrics = {**rollout_metrics(samples, flat, rewards, G), **stats, **timer.as_metrics()}
+        tokens = sum(len(g.token_ids) for g in flat)
+        metrics["throughput/rollout_tokens_per_s"] = tokens / max(timer.seconds["rollout"], 1e-9)
+        metrics["time/round"] = sum(timer.seconds.values())
+        metrics["data/samples_consumed"] = float(self.stream.samples_consumed)
+        metrics.update({f"counters/{k}": float(v) for k, v in self.counters.items()})
+        return metrics
+
+    def save(self, step: int) -> Path:
+        """An atomic checkpoint: learner state + HF policy export + the manifest."""
+        manifest = Manifest(step=step, samples_consumed=self.stream.samples_consumed,
+                            config=self.cfg.model_dump(mode="json"), rng=capture_rng(), counters=dict(self.counters))
+        return self.ckpt.save(manifest, self.learner.save_checkpoint)
+
+    def _resume(self, resume: str) -> int:
+        path = self.ckpt.resolve(resume)
+        if path is None:
+            return 0
+        manifest = self.ckpt.read_manifest(path)
+        self.learner.load_checkpoint(path)
+        self.stream.samples_consumed = manifest.samples_consumed
+        restore_rng(manifest.rng)
+        self.counters.update(manifest.counters)
+        self._sync()  # the engines start from the base model: give them the resumed weights first
+        log.info("resumed from %s: round %d, %d samples consumed", path, manifest.step, manifest.samples_consumed)
+        return manifest.step
+
+    def _sync(self) -> dict[str, float]:
+        try:
+            return self.learner.sync_weights(self.rollout)
+        except Exception as exc:
+            if _is_actor_death(exc):
+                raise LearnerDied(f"weight sync: a learner rank died: {exc}") from None
+            raise
+
+    def _next_prompts(self, k: int) -> list[ModelInput]:
+        """k rendered prompts; samples whose media or length is bad are skipped and counted."""
+        prompts: list[ModelInput] = []
+        while len(prompts) < k:
+            for sample in self.stream.take(k - len(prompts)):
+                try:
+                    prompts.append(self.inputs.build(sample))
+                except SampleError as exc:
+                    self.counters["skipped_samples"] += 1
+                    log.warning("skipping %s", exc)
+            if self.counters["skipped_samples"] > len(self.stream.items) * self.cfg.trainer.epochs:
+                raise RuntimeError("every sample of the dataset was skipped: check data paths and media")
+        return prompts
+
+    def _on_sigterm(self, signum: int, frame: Optional[object]) -> None:
+        self._stop_requested = True
+
+    def shutdown(self) -> None:
+        for group in (self.rollout, self.learner, self.rewards):
+            group.shutdown()
+
+
+def _is_actor_death(exc: BaseException) -> bool:
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    return isinstance(exc, (RayActorError, ActorDiedError, ActorUnavailableError))
