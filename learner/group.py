@@ -1,0 +1,148 @@
+"""W learner ranks in one Ray placement group, forming one torch.distributed / DeepSpeed world.
+
+Rank 0 picks the rendezvous address and port; every actor gets RANK / WORLD_SIZE / LOCAL_RANK /
+MASTER_ADDR / MASTER_PORT before DeepSpeed initialises (gloo on CPU, NCCL on GPU). A rollout round
+of N = K x M samples becomes K optimizer steps of M samples; rank r takes the r-th of W equal
+slices of every mini-batch (paper: 2048 samples as 8 steps of 256).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from learner.params import ParamMeta
+from learner.worker import LearnerWorker
+from rl.config import Config
+from rl.runtime import resolve_device, runtime_env_vars
+from rl.types import ModelInput
+
+
+class LearnerGroup:
+    """The learner world seen from the driver: one call per round, fanned out to every rank."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model_dir: Optional[str] = None,
+        total_steps: Optional[int] = None,
+        ready_timeout_s: float = 600.0,
+    ) -> None:
+        self.cfg = cfg
+        self.world_size = cfg.learner.world_size
+        device = resolve_device(cfg.cluster.device)
+        bundle = {"CPU": 1, "GPU": 1} if device == "cuda" else {"CPU": 1}
+        self.placement_group = placement_group([dict(bundle) for _ in range(self.world_size)], strategy="PACK")
+        ray.get(self.placement_group.ready(), timeout=ready_timeout_s)
+        actor = ray.remote(LearnerWorker)
+        self.workers = [
+            actor.options(
+                num_cpus=1,
+                num_gpus=1 if device == "cuda" else 0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=rank),
+                runtime_env={"env_vars": runtime_env_vars(device, in_actor=True)},
+            ).remote(cfg, rank, self.world_size, model_dir, total_steps)
+            for rank in range(self.world_size)
+        ]
+        master_addr, master_port = ray.get(self.workers[0].rendezvous.remote(), timeout=ready_timeout_s)
+        ray.get([w.setup.remote(master_addr, master_port) for w in self.workers], timeout=ready_timeout_s)
+
+    def _shards(self, n: int, num_steps: int) -> list[list[int]]:
+        """Sample indices per rank, in step order: rank r gets slice r of each of the `num_steps` mini-batches."""
+        if n % num_steps or (n // num_steps) % self.world_size:
+            raise ValueError(
+                f"{n} samples do not split into {num_steps} steps of a multiple of {self.world_size} ranks"
+            )
+        per_step = n // num_steps
+        per_rank = per_step // self.world_size
+        return [
+            [k * per_step + rank * per_rank + j for k in range(num_steps) for j in range(per_rank)]
+            for rank in range(self.world_size)
+        ]
+
+    def train(
+        self,
+        inputs: list[ModelInput],
+        responses: list[list[int]],
+        advantages: list[float],
+        rollout_logprobs: Optional[list[list[float]]] = None,
+        num_steps: Optional[int] = None,
+    ) -> dict[str, Any]:
+        """One rollout round as `num_steps` (default trainer.steps_per_round) optimizer steps; returns round stats.
+
+        `stats["nonfinite_loss"]` flags a non-finite loss (the step it hit is skipped by DeepSpeed's
+        invalid-gradient-norm check; `steps_applied` counts the others).
+        """
+        num_steps = num_steps or self.cfg.trainer.steps_per_round
+        inputs = _without_engine_data(inputs)
+        calls = []
+        for worker, idx in zip(self.workers, self._shards(len(inputs), num_steps)):
+            calls.append(
+                worker.train_round.remote(
+                    [inputs[i] for i in idx],
+                    [responses[i] for i in idx],
+                    [float(advantages[i]) for i in idx],
+                    num_steps,
+                    [rollout_logprobs[i] for i in idx] if rollout_logprobs is not None else None,
+                )
+            )
+        return ray.get(calls)[0]
+
+    def logprobs(self, inputs: list[ModelInput], responses: list[list[int]]) -> list[list[float]]:
+        """Current policy log-probs of each response token, in input order (ranks split the samples)."""
+        inputs = _without_engine_data(inputs)
+        n, w = len(inputs), self.world_size
+        bounds = [n * r // w for r in range(w + 1)]
+        # Every rank needs at least one sample to keep the ZeRO-3 collectives in step.
+        slices = [list(range(bounds[r], bounds[r + 1])) or [0] for r in range(w)]
+        parts = ray.get([
+            worker.logprobs.remote([inputs[i] for i in idx], [responses[i] for i in idx])
+            for worker, idx in zip(self.workers, slices)
+        ])
+        return [lp for r, part in enumerate(parts) for lp in part[: bounds[r + 1] - bounds[r]]]
+
+    def _all(self, method: str, *args) -> list[Any]:
+        return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+
+    def save_checkpoint(self, path: str) -> None:
+        """DeepSpeed state (model, optimizer, lr scheduler) of all ranks under `path` (a shared filesystem)."""
+        self._all("save_checkpoint", str(path))
+
+    def load_checkpoint(self, path: str) -> None:
+        self._all("load_checkpoint", str(path))
+
+    def export_hf(self, out_dir: str) -> None:
+        """The policy as an HF model directory that transformers and vLLM load."""
+        self._all("export_hf", str(out_dir))
+
+    def named_trainable_parameters_meta(self) -> list[ParamMeta]:
+        return ray.get(self.workers[0].named_trainable_parameters_meta.remote())
+
+    def full_state_dict(self) -> dict:
+        """Every parameter, whole, on the driver (for tests and small models)."""
+        return self._all("full_state_dict")[0]
+
+    def optimizer_state_digests(self) -> list[str]:
+        return self._all("optimizer_state_digest")
+
+    def has_reference(self) -> bool:
+        return ray.get(self.workers[0].has_reference.remote())
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker)
+        remove_placement_group(self.placement_group)
+        self.workers = []
+
+
+def _without_engine_data(inputs: list[ModelInput]) -> list[ModelInput]:
+    """Drop vLLM's raw frames (the learner uses the processor tensors); the G copies of a prompt stay one object."""
+    stripped: dict[int, ModelInput] = {}
+    for mi in inputs:
+        if id(mi) not in stripped:
+            stripped[id(mi)] = dataclasses.replace(mi, mm_data={})
+    return [stripped[id(mi)] for mi in inputs]

@@ -1,0 +1,526 @@
+"""One rank of the DeepSpeed learner: policy, frozen reference, GRPO updates, checkpoints, HF export.
+
+`Learner` is a plain class (tests drive it in-process as a 1-rank world); `LearnerWorker` is the
+thin shell that Ray runs, one per device, and `learner.group.LearnerGroup` forms their world.
+
+A rollout round reaches each rank as its samples in step order: K equal consecutive shards, one per
+optimizer step. Before any update the rank scores all of them with the current policy (the old
+log-probs of the ratio) and with the reference model; then each step runs its shard as token-budget
+micro-batches with gradient accumulation and one optimizer step.
+
+Every rank runs the same number of micro-batches in every pass, padding with zero-weight repeats:
+ZeRO-3 gathers parameters in each forward and ZeRO-2/3 reduce gradients in each backward, both
+collectives that hang if one rank does fewer. Micro-batch losses are weighted by their share of
+the mini-batch (sequences or tokens, per aggregation, counted over all ranks) so the accumulated,
+rank-averaged gradient is the gradient of the mini-batch loss of method.md section 4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.distributed as dist
+
+from learner.batch import MicroBatch, Sequence, collate, plan_micro_batches, response_logprobs
+from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
+from rl.config import Config, LearnerConfig
+from rl.grpo import aggregation_units, policy_loss
+from rl.runtime import Device, configure_environment, resolve_device
+from rl.types import ModelInput
+
+# DeepSpeed's ZeRO calls torch collectives that torch 2.13 marks deprecated, once per bucket.
+warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+
+CHECKPOINT_TAG = "learner"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+WEIGHT_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+ZERO3_PERSISTENCE_THRESHOLD = 10_000
+"""Parameters below this many elements (norms, biases) stay whole on every rank under ZeRO-3."""
+
+# A micro-batch is (sample indices, dummy): a dummy repeats real indices with zero weight so every
+# rank runs the same number of forwards and backwards.
+Plan = list[tuple[list[int], bool]]
+
+
+def distributed_env(rank: int, world_size: int, master_addr: str, master_port: int, local_rank: int = 0) -> dict[str, str]:
+    """The env:// rendezvous variables torch.distributed and DeepSpeed read."""
+    return {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(world_size),
+        "LOCAL_RANK": str(local_rank),
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: Optional[int]) -> float:
+    """Multiplier of the base lr at optimizer step `step` (0-based).
+
+    Linear warmup (step + 1) / warmup over the first `warmup_steps`, then 1 (constant) or
+    0.5 (1 + cos(pi progress)) with progress = (step - warmup) / (total - warmup), reaching 0 at total.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr schedule '{schedule}'")
+    if total_steps is None:
+        raise ValueError("a cosine lr schedule needs the total number of optimizer steps")
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def deepspeed_config(learner: LearnerConfig, device: Device, *, stage: Optional[int] = None) -> dict[str, Any]:
+    """The DeepSpeed config of the policy (or, with `stage`, of the optimizer-less reference).
+
+    bf16 with fp32 master weights on GPU, fp32 on CPU. Batches are driven by the learner (one
+    `step()` after variable gradient accumulation), so DeepSpeed's batch sizes are nominal.
+    """
+    zero: dict[str, Any] = {
+        "stage": learner.zero_stage if stage is None else stage,
+        "contiguous_gradients": True,
+        "overlap_comm": device == "cuda",
+    }
+    if zero["stage"] == 3:
+        zero["stage3_param_persistence_threshold"] = ZERO3_PERSISTENCE_THRESHOLD
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": learner.grad_clip,
+        "bf16": {"enabled": device == "cuda"},
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+class Learner:
+    """One rank of the DeepSpeed world; torch.distributed must be reachable via env:// (see `distributed_env`)."""
+
+    def __init__(self, cfg: Config, model_dir: Optional[str] = None, total_steps: Optional[int] = None) -> None:
+        self.device_kind = resolve_device(cfg.cluster.device)
+        configure_environment(self.device_kind)
+        import deepspeed
+
+        self.cfg = cfg
+        self.model_dir = str(model_dir or cfg.model.path)
+        self.temperature = cfg.rollout.temperature
+        if not dist.is_initialized():
+            deepspeed.init_distributed(dist_backend="nccl" if self.device_kind == "cuda" else "gloo", auto_mpi_discovery=False, verbose=False)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        from deepspeed.accelerator import get_accelerator
+
+        if self.device_kind == "cuda":
+            get_accelerator().set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = torch.device(get_accelerator().current_device_name())
+        self.dtype = torch.bfloat16 if self.device_kind == "cuda" else torch.float32
+        lcfg = cfg.learner
+        self.zero3 = lcfg.zero_stage == 3
+        if lcfg.lr_schedule == "cosine" and total_steps is None:
+            raise ValueError("learner.lr_schedule=cosine needs total_steps")
+
+        ds_config = deepspeed_config(lcfg, self.device_kind)
+        model = self._load()
+        apply_freeze(model, lcfg.freeze_vision)
+        if lcfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.pad_id = getattr(model.config.get_text_config(), "pad_token_id", None) or 0
+
+        decay, no_decay = [], []
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                (decay if decays(name, tuple(param.shape)) else no_decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": lcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=lcfg.lr,
+            betas=tuple(lcfg.adam_betas),
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, partial(lr_factor, schedule=lcfg.lr_schedule, warmup_steps=lcfg.warmup_steps, total_steps=total_steps)
+        )
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+        self.ref = self._reference() if cfg.grpo.kl_coef > 0 else None
+
+    # ---- construction -------------------------------------------------------------------------
+
+    def _load(self) -> torch.nn.Module:
+        """The HF model, whole on this rank until DeepSpeed partitions it.
+
+        Loading straight into ZeRO-3 partitions (transformers' HfDeepSpeedConfig / zero.Init) needs
+        `accelerate`, which the stack does not install; so each rank briefly holds a full copy in
+        host memory (7B in bf16: 15 GB per rank).
+        """
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(
+            self.model_dir, dtype=self.dtype, attn_implementation=self.cfg.model.attn_implementation
+        )
+        model.config.use_cache = False
+        return model
+
+    def _reference(self):
+        """A frozen copy of the initial policy: an optimizer-less DeepSpeed engine (partitioned under ZeRO-3)."""
+        import deepspeed
+
+        ds_config = deepspeed_config(self.cfg.learner, self.device_kind, stage=3 if self.zero3 else 0)
+        model = self._load()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config)
+        engine.eval()
+        return engine
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module
+
+    # ---- scoring ------------------------------------------------------------------------------
+
+    def _plan(self, lengths: list[int], indices: list[int]) -> Plan:
+        groups = plan_micro_batches([lengths[i] for i in indices], self.cfg.learner.micro_batch_tokens)
+        return [([indices[j] for j in group], False) for group in groups]
+
+    def _lockstep(self, plans: list[Plan]) -> list[Plan]:
+        """Pad each plan with dummy micro-batches to the most any rank has for it."""
+        counts = torch.tensor([len(p) for p in plans], dtype=torch.long, device=self.device)
+        dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+        return [plan + [(plan[-1][0], True)] * (int(n) - len(plan)) for plan, n in zip(plans, counts.tolist())]
+
+    def _collate(self, seqs: list[Sequence], indices: list[int]) -> MicroBatch:
+        return collate([seqs[i] for i in indices], self.pad_id).to(self.device)
+
+    @torch.no_grad()
+    def _score(self, model, seqs: list[Sequence], plans: list[Plan]) -> dict[int, torch.Tensor]:
+        """Response log-probs of every sample under `model` (policy or reference), by sample index."""
+        model.eval()
+        out: dict[int, torch.Tensor] = {}
+        for plan in plans:
+            for indices, dummy in plan:
+                scores = response_logprobs(model, self._collate(seqs, indices), self.temperature)
+                if dummy:
+                    continue
+                for row, i in enumerate(indices):
+                    out[i] = scores.logp[row, : len(seqs[i].response_ids)].float().cpu()
+        return out
+
+    def logprobs(self, inputs: list[ModelInput], responses: list[list[int]]) -> list[list[float]]:
+        """Current policy log-probs of each response token (collective: every rank calls, with its own samples)."""
+        seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs) for mi, r in zip(inputs, responses)]
+        plans = self._lockstep([self._plan([len(s) for s in seqs], list(range(len(seqs))))])
+        scores = self._score(self.engine, seqs, plans)
+        return [scores[i].tolist() for i in range(len(seqs))]
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def train_round(
+        self,
+        inputs: list[ModelInput],
+        responses: list[list[int]],
+        advantages: list[float],
+        num_steps: int,
+        rollout_logprobs: Optional[list[list[float]]] = None,
+    ) -> dict[str, Any]:
+        """Run this rank's samples of a rollout round as `num_steps` optimizer steps; returns global stats.
+
+        The samples are in step order: `num_steps` equal consecutive shards. Old and reference
+        log-probs are computed for all of them before the first update. `rollout_logprobs` (the
+        engines' own) do not enter the loss; their gap to the recomputed old log-probs is reported.
+        """
+        n = len(inputs)
+        if not (len(responses) == len(advantages) == n) or (rollout_logprobs is not None and len(rollout_logprobs) != n):
+            raise ValueError("inputs, responses, advantages (and rollout_logprobs) must have one entry per sample")
+        if n == 0 or n % num_steps:
+            raise ValueError(f"{n} samples on rank {self.rank} do not split into {num_steps} steps")
+        seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs, float(a)) for mi, r, a in zip(inputs, responses, advantages)]
+        lengths = [len(s) for s in seqs]
+        shard = n // num_steps
+        plans = self._lockstep([self._plan(lengths, list(range(k * shard, (k + 1) * shard))) for k in range(num_steps)])
+
+        timings = {}
+        start = time.perf_counter()
+        old = self._score(self.engine, seqs, plans)
+        timings["seconds_old_logprobs"] = time.perf_counter() - start
+        start = time.perf_counter()
+        ref = self._score(self.ref, seqs, plans) if self.ref is not None else None
+        timings["seconds_ref_logprobs"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        steps = [self._train_step(seqs, plan, old, ref) for plan in plans]
+        timings["seconds_train"] = time.perf_counter() - start
+
+        summary = _summarize(steps)
+        summary.update(timings)
+        if rollout_logprobs is not None:
+            summary["rollout_logprob_abs_diff"] = self._rollout_gap(old, rollout_logprobs)
+        return summary
+
+    def _train_step(self, seqs: list[Sequence], plan: Plan, old: dict[int, torch.Tensor], ref: Optional[dict[int, torch.Tensor]]) -> dict[str, float]:
+        grpo = self.cfg.grpo
+        self.engine.train()
+        real = [self._response_mask(seqs, idx) for idx, dummy in plan if not dummy]
+        units = torch.tensor([float(sum(aggregation_units(m, grpo.aggregation) for m in real))], device=self.device)
+        dist.all_reduce(units)
+
+        # Sums over this rank's micro-batches: [loss, pg_loss, kl] weighted like the loss; the rest per token.
+        sums = torch.zeros(9, dtype=torch.float64)
+        ratio_extremes = torch.tensor([-math.inf, -math.inf], dtype=torch.float64)
+        lr = float(self.engine.get_lr()[0])
+        for j, (indices, dummy) in enumerate(plan):
+            self.engine.set_gradient_accumulation_boundary(j == len(plan) - 1)
+            mb = self._collate(seqs, indices)
+            scores = response_logprobs(self.engine, mb, self.temperature, with_entropy=True)
+            if dummy:
+                self.engine.backward(scores.logp.sum() * 0.0)
+                continue
+            width = mb.mask.shape[1]
+            old_logp = _pad([old[i] for i in indices], width).to(self.device)
+            ref_logp = _pad([ref[i] for i in indices], width).to(self.device) if ref is not None else None
+            loss, st = policy_loss(
+                scores.logp, old_logp, ref_logp, mb.advantages, mb.mask,
+                clip_low=grpo.clip_low, clip_high=grpo.clip_high, kl_coef=grpo.kl_coef, aggregation=grpo.aggregation,
+            )
+            weight = aggregation_units(mb.mask, grpo.aggregation) * self.world_size / units.item()
+            self.engine.backward(loss * weight)
+            tokens = float(mb.mask.sum())
+            sums += torch.tensor(
+                [
+                    loss.item() * weight,
+                    st["pg_loss"].item() * weight,
+                    st["kl"].item() * weight,
+                    float(scores.entropy.sum()),
+                    st["clip_frac_low"].item() * tokens,
+                    st["clip_frac_high"].item() * tokens,
+                    st["clip_frac"].item() * tokens,
+                    st["ratio_mean"].item() * tokens,
+                    tokens,
+                ],
+                dtype=torch.float64,
+            )
+            ratio_extremes = torch.maximum(ratio_extremes, torch.tensor([st["ratio_max"].item(), -st["ratio_min"].item()], dtype=torch.float64))
+        self.engine.step()
+
+        sums = sums.to(self.device)
+        dist.all_reduce(sums)
+        ratio_extremes = ratio_extremes.to(self.device)
+        dist.all_reduce(ratio_extremes, op=dist.ReduceOp.MAX)
+        s = sums.cpu().tolist()
+        tokens = max(s[8], 1.0)
+        grad_norm = self.engine.get_global_grad_norm()
+        return {
+            "loss": s[0] / self.world_size,
+            "pg_loss": s[1] / self.world_size,
+            "kl": s[2] / self.world_size,
+            "entropy": s[3] / tokens,
+            "clip_frac_low": s[4] / tokens,
+            "clip_frac_high": s[5] / tokens,
+            "clip_frac": s[6] / tokens,
+            "ratio_mean": s[7] / tokens,
+            "ratio_max": float(ratio_extremes[0]),
+            "ratio_min": -float(ratio_extremes[1]),
+            "tokens": s[8],
+            "sequences": float(sum(len(idx) for idx, dummy in plan if not dummy)) * self.world_size,
+            "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
+            "lr": lr,
+            "step_applied": bool(self.engine.was_step_applied()),
+        }
+
+    def _response_mask(self, seqs: list[Sequence], indices: list[int]) -> torch.Tensor:
+        """The response mask of a micro-batch, without building its model inputs."""
+        width = max(len(seqs[i].response_ids) for i in indices)
+        mask = torch.zeros((len(indices), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            mask[row, : len(seqs[i].response_ids)] = 1
+        return mask
+
+    def _rollout_gap(self, old: dict[int, torch.Tensor], rollout_logprobs: list[list[float]]) -> float:
+        """Mean |old - rollout| log-prob over all tokens of all ranks: the train/inference mismatch."""
+        total = torch.zeros(2, dtype=torch.float64)
+        for i, lp in enumerate(rollout_logprobs):
+            diff = (old[i].double() - torch.tensor(lp, dtype=torch.float64)).abs()
+            total += torch.tensor([float(diff.sum()), float(diff.numel())], dtype=torch.float64)
+        total = total.to(self.device)
+        dist.all_reduce(total)
+        return float(total[0] / total[1].clamp(min=1))
+
+    # ---- parameters, checkpoints, export ------------------------------------------------------
+
+    @contextmanager
+    def _gathered(self, params: list[torch.nn.Parameter]) -> Iterator[None]:
+        """Full parameters inside the block: gathered from their partitions under ZeRO-3 (collective)."""
+        if self.zero3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def named_trainable_parameters_meta(self) -> list[ParamMeta]:
+        """(name, full shape, dtype) of every trainable parameter, in sync order; HF in-memory names (learner.params)."""
+        return [
+            ParamMeta(name, tuple(getattr(p, "ds_shape", p.shape)), p.dtype)
+            for name, p in self.module.named_parameters()
+            if p.requires_grad
+        ]
+
+    def iter_trainable_buckets(self, bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """Full trainable tensors, bucket by bucket per `plan_buckets`; collective under ZeRO-3 (all ranks iterate).
+
+        The tensors are views valid until the next bucket is requested: send or copy them first.
+        """
+        params = dict(self.module.named_parameters())
+        for bucket in plan_buckets(self.named_trainable_parameters_meta(), bucket_bytes):
+            tensors = [params[meta.name] for meta in bucket]
+            with self._gathered(tensors):
+                yield [(meta.name, p.data) for meta, p in zip(bucket, tensors)]
+
+    def full_state_dict(self, bucket_bytes: int = 256 << 20) -> dict[str, torch.Tensor]:
+        """All parameters (frozen too) and persistent buffers, whole, on CPU, on rank 0 ({} elsewhere); collective."""
+        named = list(self.module.named_parameters())
+        out: dict[str, torch.Tensor] = {}
+        metas = [ParamMeta(n, tuple(getattr(p, "ds_shape", p.shape)), p.dtype) for n, p in named]
+        params = dict(named)
+        for bucket in plan_buckets(metas, bucket_bytes):
+            tensors = [params[m.name] for m in bucket]
+            with self._gathered(tensors):
+                if self.rank == 0:
+                    out.update({m.name: p.data.detach().cpu().clone() for m, p in zip(bucket, tensors)})
+        if self.rank == 0:
+            buffers = dict(self.module.named_buffers())
+            out.update({k: buffers[k].detach().cpu().clone() for k in self.module.state_dict() if k not in params and k in buffers})
+        return out
+
+    def save_checkpoint(self, path: str) -> None:
+        """Model, optimizer and lr-scheduler state of every rank under `path` (collective)."""
+        self.engine.save_checkpoint(str(path), tag=CHECKPOINT_TAG)
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restore what `save_checkpoint` wrote (collective)."""
+        loaded, _ = self.engine.load_checkpoint(str(path), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+        if loaded is None:
+            raise FileNotFoundError(f"no learner checkpoint under {path}")
+
+    def export_hf(self, out_dir: str) -> None:
+        """The policy as an HF model directory (safetensors, config, processor files); collective, rank 0 writes."""
+        state = self.full_state_dict()
+        if self.rank == 0:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            self.module.save_pretrained(out, state_dict=state, safe_serialization=True)
+            for src in Path(self.model_dir).iterdir():
+                if src.is_file() and not (out / src.name).exists() and not _is_weight_file(src.name):
+                    shutil.copy2(src, out / src.name)
+        dist.barrier()
+
+    def optimizer_state_digest(self) -> str:
+        """sha256 of this rank's optimizer partitions and their states (to check a checkpoint round trip)."""
+        inner = self.engine.optimizer.optimizer
+        digest = hashlib.sha256()
+        for group in inner.param_groups:
+            for param in group["params"]:
+                digest.update(param.detach().float().cpu().numpy().tobytes())
+                for key in sorted(inner.state[param]):
+                    value = inner.state[param][key]
+                    digest.update(key.encode())
+                    digest.update(torch.as_tensor(value).detach().float().cpu().numpy().tobytes())
+        digest.update(repr(self.engine.lr_scheduler.state_dict().get("last_epoch")).encode())
+        return digest.hexdigest()
+
+
+def _pad(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    out = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        out[i, : row.numel()] = row
+    return out
+
+
+def _is_weight_file(name: str) -> bool:
+    return name.endswith(WEIGHT_SUFFIXES) or name in WEIGHT_FILES
+
+
+def _summarize(steps: list[dict[str, float]]) -> dict[str, Any]:
+    """Round stats: means over steps, extremes, totals, and the per-step list."""
+    mean = lambda key: sum(s[key] for s in steps) / len(steps)  # noqa: E731
+    summary: dict[str, Any] = {
+        key: mean(key)
+        for key in ("loss", "pg_loss", "kl", "entropy", "clip_frac", "clip_frac_low", "clip_frac_high", "ratio_mean", "grad_norm")
+    }
+    summary.update(
+        ratio_max=max(s["ratio_max"] for s in steps),
+        ratio_min=min(s["ratio_min"] for s in steps),
+        grad_norm_max=max(s["grad_norm"] for s in steps),
+        lr=steps[-1]["lr"],
+        tokens=sum(s["tokens"] for s in steps),
+        sequences=sum(s["sequences"] for s in steps),
+        steps=len(steps),
+        steps_applied=sum(s["step_applied"] for s in steps),
+        nonfinite_loss=not all(math.isfinite(s["loss"]) for s in steps),
+        per_step=steps,
+    )
+    return summary
+
+
+class LearnerWorker:
+    """Ray actor shell around one `Learner` rank (one per GPU, or per CPU process)."""
+
+    def __init__(self, cfg: Config, rank: int, world_size: int, model_dir: Optional[str] = None, total_steps: Optional[int] = None) -> None:
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.model_dir, self.total_steps = model_dir, total_steps
+        self.learner: Optional[Learner] = None
+
+    def rendezvous(self) -> tuple[str, int]:
+        """This node's address and a free port, for rank 0 to host the torch.distributed store."""
+        import ray
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        # Each actor sees only its own device (Ray sets CUDA_VISIBLE_DEVICES), hence LOCAL_RANK 0.
+        os.environ.update(distributed_env(self.rank, self.world_size, master_addr, master_port, local_rank=0))
+        self.learner = Learner(self.cfg, self.model_dir, self.total_steps)
+
+    def train_round(self, *args, **kwargs) -> dict[str, Any]:
+        return self.learner.train_round(*args, **kwargs)
+
+    def logprobs(self, inputs: list[ModelInput], responses: list[list[int]]) -> list[list[float]]:
+        return self.learner.logprobs(inputs, responses)
+
+    def named_trainable_parameters_meta(self) -> list[ParamMeta]:
+        return self.learner.named_trainable_parameters_meta()
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.learner.full_state_dict()
+
+    def save_checkpoint(self, path: str) -> None:
+        self.learner.save_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        self.learner.load_checkpoint(path)
+
+    def export_hf(self, out_dir: str) -> None:
+        self.learner.export_hf(out_dir)
+
+    def optimizer_state_digest(self) -> str:
+        return self.learner.optimizer_state_digest()
+
+    def has_reference(self) -> bool:
+        return self.learner.ref is not None
