@@ -19,7 +19,7 @@ from learner.params import ParamMeta
 from learner.worker import LearnerWorker
 from rl.config import Config
 from rl.runtime import resolve_device, runtime_env_vars
-from rl.types import ModelInput
+from rl.types import Generation, ModelInput
 
 
 class LearnerGroup:
@@ -50,6 +50,10 @@ class LearnerGroup:
         ]
         master_addr, master_port = ray.get(self.workers[0].rendezvous.remote(), timeout=ready_timeout_s)
         ray.get([w.setup.remote(master_addr, master_port) for w in self.workers], timeout=ready_timeout_s)
+
+    @classmethod
+    def from_config(cls, cfg: Config, model_dir: Optional[str] = None, total_steps: Optional[int] = None) -> "LearnerGroup":
+        return cls(cfg, model_dir=model_dir, total_steps=total_steps)
 
     def _shards(self, n: int, num_steps: int) -> list[list[int]]:
         """Sample indices per rank, in step order: rank r gets slice r of each of the `num_steps` mini-batches."""
@@ -91,6 +95,21 @@ class LearnerGroup:
                 )
             )
         return ray.get(calls)[0]
+
+    def train_round(self, prompts: list[ModelInput], generations: list[list[Generation]], advantages: list[float]) -> dict[str, float]:
+        """The trainer's view of `train`: one prompt per group of G generations; flat metrics.
+
+        Keys: `train/<stat>` for the round stats, `train/skipped_nonfinite` (updates skipped for a
+        non-finite loss), `time/logprobs` (old + reference) and `time/update`.
+        """
+        inputs = [p for p, group in zip(prompts, generations) for _ in group]
+        flat = [g for group in generations for g in group]
+        stats = self.train(inputs, [g.token_ids for g in flat], advantages, rollout_logprobs=[g.logprobs for g in flat])
+        metrics = {f"train/{k}": float(v) for k, v in stats.items() if k != "per_step" and not k.startswith("seconds_")}
+        metrics["train/skipped_nonfinite"] = float(stats["steps"] - stats["steps_applied"])
+        metrics["time/logprobs"] = stats["seconds_old_logprobs"] + stats["seconds_ref_logprobs"]
+        metrics["time/update"] = stats["seconds_train"]
+        return metrics
 
     def logprobs(self, inputs: list[ModelInput], responses: list[list[int]]) -> list[list[float]]:
         """Current policy log-probs of each response token, in input order (ranks split the samples)."""

@@ -18,7 +18,7 @@ from learner.worker import Learner, distributed_env, free_port, lr_factor
 from rl.config import Config
 from rl.grpo import group_advantages
 from rl.prompts import PromptRenderer
-from rl.types import Clip, ModelInput, Sample
+from rl.types import Clip, Generation, ModelInput, Sample
 
 G = 4
 STEPS = 3
@@ -276,3 +276,15 @@ def test_hf_export_reproduces_the_learner_logprobs(group, tmp_path):
 
     # Same tensor names as the source checkpoint: vLLM loads the export exactly as it loads the base.
     assert keys(out / "model.safetensors") == keys(model_dir / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_trainer_view_takes_prompts_and_generations(group):
+    group, model_dir = group
+    inputs, responses, advantages = make_batch(model_dir)
+    prompts = [inputs[0], inputs[G]]
+    generations = [[Generation(r, [-1.0] * len(r), "", "stop") for r in responses[k * G:(k + 1) * G]] for k in range(2)]
+    metrics = group.train_round(prompts, generations, advantages)
+    assert metrics["train/steps"] == 1 and metrics["train/skipped_nonfinite"] == 0
+    assert metrics["train/sequences"] == 2 * G and metrics["time/update"] > 0 and metrics["time/logprobs"] > 0
+    assert all(isinstance(v, float) for v in metrics.values())
