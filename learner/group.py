@@ -16,6 +16,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from learner.params import ParamMeta
+from learner.sync import SyncGroupSpec
 from learner.worker import LearnerWorker
 from rl.config import Config
 from rl.runtime import resolve_device, runtime_env_vars
@@ -35,6 +36,7 @@ class LearnerGroup:
         self.cfg = cfg
         self.world_size = cfg.learner.world_size
         device = resolve_device(cfg.cluster.device)
+        self.device = device
         bundle = {"CPU": 1, "GPU": 1} if device == "cuda" else {"CPU": 1}
         self.placement_group = placement_group([dict(bundle) for _ in range(self.world_size)], strategy="PACK")
         ray.get(self.placement_group.ready(), timeout=ready_timeout_s)
@@ -49,7 +51,7 @@ class LearnerGroup:
             for rank in range(self.world_size)
         ]
         master_addr, master_port = ray.get(self.workers[0].rendezvous.remote(), timeout=ready_timeout_s)
-        ray.get([w.setup.remote(master_addr, master_port) for w in self.workers], timeout=ready_timeout_s)
+        wait_all([w.setup.remote(master_addr, master_port) for w in self.workers], timeout_s=ready_timeout_s)
 
     @classmethod
     def from_config(cls, cfg: Config, model_dir: Optional[str] = None, total_steps: Optional[int] = None) -> "LearnerGroup":
@@ -94,7 +96,7 @@ class LearnerGroup:
                     [rollout_logprobs[i] for i in idx] if rollout_logprobs is not None else None,
                 )
             )
-        return ray.get(calls)[0]
+        return wait_all(calls)[0]
 
     def train_round(self, prompts: list[ModelInput], generations: list[list[Generation]], advantages: list[float]) -> dict[str, float]:
         """The trainer's view of `train`: one prompt per group of G generations; flat metrics.
@@ -118,14 +120,39 @@ class LearnerGroup:
         bounds = [n * r // w for r in range(w + 1)]
         # Every rank needs at least one sample to keep the ZeRO-3 collectives in step.
         slices = [list(range(bounds[r], bounds[r + 1])) or [0] for r in range(w)]
-        parts = ray.get([
+        parts = wait_all([
             worker.logprobs.remote([inputs[i] for i in idx], [responses[i] for i in idx])
             for worker, idx in zip(self.workers, slices)
         ])
         return [lp for r, part in enumerate(parts) for lp in part[: bounds[r + 1] - bounds[r]]]
 
     def _all(self, method: str, *args) -> list[Any]:
-        return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+        return wait_all([getattr(w, method).remote(*args) for w in self.workers])
+
+    def connect(self, rollout: Any) -> None:
+        """Form the weight-sync group (learner rank 0 + every engine worker) and agree the parameter list.
+
+        Called once, and again after an engine was replaced (the new engine must join).
+        """
+        host, port = ray.get(self.workers[0].rendezvous.remote())
+        spec = SyncGroupSpec(
+            host=host,
+            port=port,
+            world_size=1 + rollout.sync_world_size(),
+            backend="nccl" if self.device == "cuda" else "gloo",
+            timeout_s=self.cfg.sync.timeout_s,
+            bucket_bytes=int(self.cfg.sync.bucket_mb * (1 << 20)),
+        )
+        metas = self.named_trainable_parameters_meta()
+        refs = [w.init_sync_sender.remote(spec) for w in self.workers] + rollout.init_weight_sync(spec, metas)
+        wait_all(refs, timeout_s=spec.timeout_s + 60)
+
+    def sync_weights(self, rollout: Any) -> dict[str, float]:
+        """One sync: a control call to every engine and learner rank, then the bucket stream; returns its stats."""
+        receivers = rollout.receive_weights()
+        senders = [w.broadcast_weights.remote() for w in self.workers]
+        stats = wait_all(senders + receivers, timeout_s=self.cfg.sync.timeout_s + 60)[0]
+        return {k: float(v) for k, v in stats.items()}
 
     def save_checkpoint(self, path: str) -> None:
         """DeepSpeed state (model, optimizer, lr scheduler) of all ranks under `path` (a shared filesystem)."""
@@ -165,3 +192,22 @@ def _without_engine_data(inputs: list[ModelInput]) -> list[ModelInput]:
         if id(mi) not in stripped:
             stripped[id(mi)] = dataclasses.replace(mi, mm_data={})
     return [stripped[id(mi)] for mi in inputs]
+
+
+def wait_all(refs: list[Any], timeout_s: Optional[float] = None) -> list[Any]:
+    """`ray.get` that fails fast: the first task that errors raises at once.
+
+    A plain `ray.get(list)` can sit on rank 0's result while rank 0 waits in a collective for a peer
+    that already died; here the dead peer's error surfaces immediately (or TimeoutError at the deadline).
+    """
+    import time
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    pending = list(refs)
+    while pending:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
+        if not ready:
+            raise TimeoutError(f"{len(pending)} actor call(s) did not finish within {timeout_s}s")
+        ray.get(ready)
+    return ray.get(list(refs))

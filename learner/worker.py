@@ -21,7 +21,6 @@ import hashlib
 import math
 import os
 import shutil
-import socket
 import time
 import warnings
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ import torch.distributed as dist
 
 from learner.batch import MicroBatch, Sequence, collate, plan_micro_batches, response_logprobs
 from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
+from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, policy_loss
 from rl.runtime import Device, configure_environment, resolve_device
@@ -62,12 +62,6 @@ def distributed_env(rank: int, world_size: int, master_addr: str, master_port: i
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(master_port),
     }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
 
 
 def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: Optional[int]) -> float:
@@ -159,6 +153,8 @@ class Learner:
         )
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
         self.ref = self._reference() if cfg.grpo.kl_coef > 0 else None
+        self.sync_spec: Optional[SyncGroupSpec] = None
+        self.sender: Optional[WeightSender] = None
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -393,6 +389,24 @@ class Learner:
             with self._gathered(tensors):
                 yield [(meta.name, p.data) for meta, p in zip(bucket, tensors)]
 
+    def init_sync_sender(self, spec: SyncGroupSpec) -> None:
+        """Join the weight-sync group as its rank 0 (learner rank 0 only; other ranks keep no sender)."""
+        self.sync_spec = spec
+        if self.sender is not None:
+            self.sender.close()
+            self.sender = None
+        if self.rank == 0:
+            self.sender = WeightSender(spec, self.named_trainable_parameters_meta(), self.device)
+
+    def broadcast_weights(self) -> dict[str, float]:
+        """Stream the trainable weights to the engines; every rank walks the buckets (ZeRO-3 gathers are collective)."""
+        tensors = (t for bucket in self.iter_trainable_buckets(self.sync_spec.bucket_bytes) for _, t in bucket)
+        if self.rank == 0:
+            return self.sender.send(tensors)
+        for _ in tensors:
+            pass
+        return {}
+
     def full_state_dict(self, bucket_bytes: int = 256 << 20) -> dict[str, torch.Tensor]:
         """All parameters (frozen too) and persistent buffers, whole, on CPU, on rank 0 ({} elsewhere); collective."""
         named = list(self.module.named_parameters())
@@ -509,6 +523,12 @@ class LearnerWorker:
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         return self.learner.full_state_dict()
+
+    def init_sync_sender(self, spec: SyncGroupSpec) -> None:
+        self.learner.init_sync_sender(spec)
+
+    def broadcast_weights(self) -> dict[str, float]:
+        return self.learner.broadcast_weights()
 
     def save_checkpoint(self, path: str) -> None:
         self.learner.save_checkpoint(path)

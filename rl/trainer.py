@@ -144,14 +144,18 @@ class Trainer:
         """An atomic checkpoint: learner state + HF policy export + the manifest."""
         manifest = Manifest(step=step, samples_consumed=self.stream.samples_consumed,
                             config=self.cfg.model_dump(mode="json"), rng=capture_rng(), counters=dict(self.counters))
-        return self.ckpt.save(manifest, self.learner.save_checkpoint)
+        return self.ckpt.save(manifest, self._write_state)
+
+    def _write_state(self, tmp: Path) -> None:
+        self.learner.save_checkpoint(str(tmp / "learner"))
+        self.learner.export_hf(str(tmp / "policy"))
 
     def _resume(self, resume: str) -> int:
         path = self.ckpt.resolve(resume)
         if path is None:
             return 0
         manifest = self.ckpt.read_manifest(path)
-        self.learner.load_checkpoint(path)
+        self.learner.load_checkpoint(str(path / "learner"))
         self.stream.samples_consumed = manifest.samples_consumed
         restore_rng(manifest.rng)
         self.counters.update(manifest.counters)
