@@ -58,16 +58,20 @@ class LearnerGroup:
         return cls(cfg, model_dir=model_dir, total_steps=total_steps)
 
     def _shards(self, n: int, num_steps: int) -> list[list[int]]:
-        """Sample indices per rank, in step order: rank r gets slice r of each of the `num_steps` mini-batches."""
-        if n % num_steps or (n // num_steps) % self.world_size:
-            raise ValueError(
-                f"{n} samples do not split into {num_steps} steps of a multiple of {self.world_size} ranks"
-            )
+        """Sample indices per rank, in step order: rank r gets slice r of W near-equal slices of each mini-batch.
+
+        Slices may differ by one sample (256 per step over 24 ranks): the worker weights every
+        micro-batch by its share of the global mini-batch, so the update is the mini-batch mean either way.
+        """
+        if n % num_steps:
+            raise ValueError(f"{n} samples do not split into {num_steps} optimizer steps")
         per_step = n // num_steps
-        per_rank = per_step // self.world_size
+        if per_step < self.world_size:
+            raise ValueError(f"{per_step} samples per step cannot feed {self.world_size} learner ranks")
+        w = self.world_size
         return [
-            [k * per_step + rank * per_rank + j for k in range(num_steps) for j in range(per_rank)]
-            for rank in range(self.world_size)
+            [k * per_step + j for k in range(num_steps) for j in range(per_step * r // w, per_step * (r + 1) // w)]
+            for r in range(w)
         ]
 
     def train(

@@ -288,3 +288,23 @@ def test_trainer_view_takes_prompts_and_generations(group):
     assert metrics["train/steps"] == 1 and metrics["train/skipped_nonfinite"] == 0
     assert metrics["train/sequences"] == 2 * G and metrics["time/update"] > 0 and metrics["time/logprobs"] > 0
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_shards_cover_every_sample_once_in_step_order_even_when_uneven():
+    from learner.group import LearnerGroup
+
+    group = LearnerGroup.__new__(LearnerGroup)
+    group.world_size = 24
+    shards = group._shards(2048, 8)
+    flat = sorted(i for shard in shards for i in shard)
+    assert flat == list(range(2048))
+    assert {len(s) for s in shards} == {80, 88}, "256 per step over 24 ranks: 10 or 11 each"
+    for shard in shards:
+        per_step = len(shard) // 8
+        steps = [shard[k * per_step:(k + 1) * per_step] for k in range(8)]
+        assert all(256 * k <= i < 256 * (k + 1) for k, step in enumerate(steps) for i in step)
+    group.world_size = 2
+    assert group._shards(8, 2) == [[0, 1, 4, 5], [2, 3, 6, 7]]
+    with pytest.raises(ValueError, match="cannot feed"):
+        group.world_size = 5
+        group._shards(8, 2)
