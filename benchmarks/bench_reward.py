@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="per-sample limit, seconds")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs given to the local Ray")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stall-probe", type=float, default=30.0, help="cap (s) on timing the stall uncapped; 0 skips")
+    parser.add_argument("--stall-probe", type=float, default=20.0, help="cap (s) on timing the stall uncapped; 0 skips")
     args = parser.parse_args()
 
     items = build_items(args.n, args.stalls, args.seed)

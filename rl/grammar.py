@@ -11,6 +11,7 @@ LaTeX.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Optional
@@ -55,48 +56,33 @@ def is_fallback(a1: str) -> bool:
     return normalize_text(a1).startswith(FALLBACK_PREFIX)
 
 
-def _group_end(text: str, start: int, end: int) -> Optional[int]:
-    """Index of the `}` closing a group whose content starts at `start`, or None if unclosed.
-
-    Backslash escapes one character, so `\\{` and `\\}` are literal braces, not grouping.
-    """
-    depth = 1
-    i = start
-    while i < end:
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
+_TOKEN = re.compile(r"\\boxed\{|\\.|[{}]", re.DOTALL)
+"""What the brace scanner looks at: a box opening, an escape pair (`\\{`, `\\}`, `\\\\`, `\\frac`...), a brace."""
 
 
 def box_spans(text: str, start: int = 0, end: Optional[int] = None) -> tuple[list[Span], bool]:
-    """Content spans of the top-level `\\boxed{...}` in text[start:end], and whether one is unclosed.
+    """Content spans of the top-level `\\boxed{...}` in text[start:end], and whether a box is unclosed.
 
-    Boxes are taken left to right; a box inside another box's content is part of that content.
-    An unclosed box is skipped, and the search goes on just after its opening.
+    One pass over the braces with a stack of open groups, linear in the text. A box inside another
+    closed box is part of its content; a box that never closes is skipped (boxes inside it count).
     """
-    end = len(text) if end is None else end
-    spans: list[Span] = []
-    unclosed = False
-    i = text.find(BOX_OPEN, start, end)
-    while i >= 0:
-        content_start = i + len(BOX_OPEN)
-        close = _group_end(text, content_start, end)
-        if close is None:
-            unclosed = True
-            i = text.find(BOX_OPEN, i + 1, end)
-        else:
-            spans.append((content_start, close))
-            i = text.find(BOX_OPEN, close + 1, end)
-    return spans, unclosed
+    open_groups: list[int] = []  # content start of each open box, -1 for a plain group
+    closed: list[Span] = []
+    for token in _TOKEN.finditer(text, start, len(text) if end is None else end):
+        kind = token.group()
+        if kind == BOX_OPEN:
+            open_groups.append(token.end())
+        elif kind == "{":
+            open_groups.append(-1)
+        elif kind == "}" and open_groups:
+            content_start = open_groups.pop()
+            if content_start >= 0:
+                closed.append((content_start, token.start()))
+    top: list[Span] = []
+    for span in sorted(closed):
+        if not top or span[0] > top[-1][1]:
+            top.append(span)
+    return top, any(content_start >= 0 for content_start in open_groups)
 
 
 def _single_box(text: str, start: int, end: int) -> Optional[Span]:

@@ -144,3 +144,10 @@ def test_a2_is_empty_without_a_close_think() -> None:
 def test_last_boxed_returns_the_last_complete_box_anywhere() -> None:
     assert last_boxed("x \\boxed{1} y <think>\\boxed{2}</think> \\boxed{\\frac{\\pi}{2}} \\boxed{3") == "\\frac{\\pi}{2}"
     assert last_boxed("no box here") is None
+
+
+def test_box_inside_an_unclosed_box_counts_but_the_segment_has_no_answer() -> None:
+    assert box_spans("\\boxed{ \\boxed{A}") == ([(15, 16)], True)
+    assert last_boxed("\\boxed{ \\boxed{A}") == "A"
+    assert parse_response("\\boxed{ \\boxed{A}<think>r</think>\\boxed{A}").a1 == ""
+    assert box_spans("\\boxed{" * 5000) == ([], True)
