@@ -73,13 +73,23 @@ def messages(sample: Sample, system: str) -> list[dict[str, Any]]:
     ]
 
 
-def video_metadata(clip: Clip) -> dict[str, Any]:
-    """Per-video metadata of a pre-sampled clip (Qwen3-VL needs it and must not resample)."""
+def video_metadata(clip: Clip, family: str = "qwen3_vl") -> dict[str, Any]:
+    """Per-video metadata of a pre-sampled clip (Qwen3-VL needs it and must not resample).
+
+    Qwen2.5-VL's processors (transformers 5.x and vLLM alike) ignore an `fps` kwarg and derive
+    second_per_grid_ts = temporal_patch / sampled_fps from this metadata (no metadata: 24 fps;
+    a clip's source indices: n / total_frames * fps, wrong for a windowed clip). Describing the
+    clip as its own T frames at `sample_fps` makes both give the fps qwen-vl-utils gives.
+    """
     t, h, w = clip.frames.shape[:3]
+    if family == "qwen2_5_vl":
+        fps, total, indices = clip.sample_fps, t, list(range(t))
+    else:
+        fps, total, indices = clip.video_fps, clip.total_frames, list(clip.indices)
     return {
-        "fps": clip.video_fps,
-        "total_num_frames": clip.total_frames,
-        "frames_indices": list(clip.indices),
+        "fps": fps,
+        "total_num_frames": total,
+        "frames_indices": indices,
         "duration": clip.duration,
         "height": h,
         "width": w,
@@ -113,7 +123,7 @@ class PromptRenderer:
             if clip is None:
                 raise ValueError(f"sample {sample.id}: a video sample needs its decoded clip")
             kwargs.update(self._video_kwargs(clip))
-            mm_data["video"] = (clip.frames, video_metadata(clip))
+            mm_data["video"] = (clip.frames, video_metadata(clip, self.family))
         elif sample.media_kind == "image":
             if image is None:
                 raise ValueError(f"sample {sample.id}: an image sample needs its image")
@@ -134,10 +144,7 @@ class PromptRenderer:
     def _video_kwargs(self, clip: Clip) -> dict[str, Any]:
         # Frames are already sampled and resized by the frame plan: the processor must do neither.
         kwargs: dict[str, Any] = {"videos": [clip.frames], "do_sample_frames": False, "do_resize": False}
-        if self.family == "qwen3_vl":
-            meta = video_metadata(clip)
-            meta.pop("do_sample_frames")
-            kwargs["video_metadata"] = [meta]
-        else:
-            kwargs["fps"] = clip.sample_fps
+        meta = video_metadata(clip, self.family)
+        meta.pop("do_sample_frames")
+        kwargs["video_metadata"] = [meta]
         return kwargs
