@@ -4,7 +4,9 @@ The inputs are seeded: responses over the four problem types, right, wrong and m
 few that stall math-verify (`9^{9^{9^{9}}}`: sympy evaluates the tower, far past any limit). The
 single-process loop runs RewardScorer with the same per-sample alarm as the workers, so every
 run pays `timeout_s` per stalling sample. Expected pool time: (n x normal cost + stalls x
-timeout_s) / workers, where the stalls cannot split across workers. Prints one JSON object.
+timeout_s) / workers, but a stall cannot split across workers, so the floor is
+ceil(stalls / workers) x timeout_s. CPU seconds (driver + workers) and the CPU share each process
+got show whether the cores were ours alone. Prints one JSON object.
 
     .venv/bin/python benchmarks/bench_reward.py [--n 2000] [--stalls 5] [--timeout 5] [--cpus 2]
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psutil  # noqa: E402
 import ray  # noqa: E402
 
 from reward.pool import RewardPool  # noqa: E402
@@ -115,14 +118,41 @@ def _uncapped_stall_s(cap_s: float) -> float:
     return time.perf_counter() - start
 
 
+def _host_parallel_speedup() -> float:
+    """Throughput of two pure-Python loops at once over one alone: what 2 cores give right now (others share them)."""
+    code = "sum(i * i for i in range(10**7))"
+
+    def run(copies: int) -> float:
+        start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(copies)]
+        for proc in procs:
+            proc.wait()
+        return time.perf_counter() - start
+
+    return round(2 * run(1) / run(2), 2)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes."""
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
 def _run_single(items: list[Item], timeout_s: float) -> tuple[dict[str, Any], list[RewardBreakdown]]:
     scorer = RewardScorer(timeout_s)
     scorer.score_one("\\boxed{1}<think>.</think>\\boxed{1}", "1", "math")
     scorer.timeouts = 0
+    cpu = time.process_time()
     start = time.perf_counter()
     results = scorer.score_many(items)
     seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 3), "samples_per_s": round(len(items) / seconds, 1), "timeouts": scorer.timeouts}, results
+    cpu = time.process_time() - cpu
+    return {
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(len(items) / seconds, 1),
+        "timeouts": scorer.timeouts,
+        "cpu_s": round(cpu, 2),
+        "cpu_per_process": round(cpu / seconds, 2),
+    }, results
 
 
 def _run_pool(items: list[Item], timeout_s: float, workers: int, reference: list[RewardBreakdown]) -> dict[str, Any]:
@@ -131,9 +161,12 @@ def _run_pool(items: list[Item], timeout_s: float, workers: int, reference: list
     pool.wait_ready()
     startup = time.perf_counter() - start
     try:
+        pids = [os.getpid(), *pool.worker_pids]
+        cpu = _cpu_seconds(pids)
         start = time.perf_counter()
         results = pool.score_batch(items)
         seconds = time.perf_counter() - start
+        cpu = _cpu_seconds(pids) - cpu
     finally:
         pool.shutdown()
     return {
@@ -143,6 +176,8 @@ def _run_pool(items: list[Item], timeout_s: float, workers: int, reference: list
         "timeouts": pool.timeouts,
         "restarts": pool.restarts,
         "startup_s": round(startup, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_per_worker": round(cpu / seconds / workers, 2),
         "mismatches_vs_single": sum(a != b for a, b in zip(results, reference)),
     }
 
@@ -173,6 +208,7 @@ def main() -> None:
         "cpus": args.cpus,
         "host_cpus": os.cpu_count(),
         "loadavg_1m": round(os.getloadavg()[0], 2),
+        "host_parallel_speedup": _host_parallel_speedup(),
         "normal_ms_per_sample": round(normal_ms, 3),
         "mix": {kind: sum(item[2] == kind for item in items) for kind in ("exact_match", "math", "iou", "gqa")},
         "single": single,
