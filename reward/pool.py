@@ -14,8 +14,9 @@ chunk and can hold each worker to a deadline:
 The in-worker alarm ends a slow sample after `timeout_s` (it scores 0, `timed_out=True`). If a
 worker still misses its deadline (stuck where no signal handler runs), the pool kills and replaces
 it. Results are grouped by time, so the stuck sample is only known to be among the unreported
-ones: their rest of the chunk is rerun with a message per sample, and a worker stuck again there
-has its current sample marked timed out, counted, and skipped. A worker that dies (crash, OOM,
+ones: the rest of the chunk is rerun with one message per sample, and if a worker is stuck again
+there, the sample it is on is marked timed out, counted, and skipped (a one-off stall, such as a
+paused process, costs a restart and nothing else). A worker that dies (crash, OOM,
 killed) is replaced and its unreported rest retried once; a second death on it raises.
 """
 
@@ -150,6 +151,8 @@ class RewardPool:
 
     def score_batch(self, items: Sequence[Item]) -> list[RewardBreakdown]:
         """Score (response, answer, problem_type) items; a bad problem type or answer raises ValueError."""
+        if not self._workers:
+            raise RuntimeError("this RewardPool was shut down")
         for _, answer, problem_type in items:
             check_answer(answer, problem_type)
         batch = _Batch(list(items), self.min_chunk, self.max_chunk, len(self._workers))

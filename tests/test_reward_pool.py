@@ -129,6 +129,13 @@ def test_pool_from_config_takes_weights_workers_and_limit() -> None:
         pool.shutdown()
 
 
+def test_pool_refuses_to_score_after_shutdown() -> None:
+    pool = RewardPool(num_workers=1, timeout_s=5.0, num_cpus=0.5)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.score_batch(mixed_items(2))
+
+
 def test_pool_preserves_input_order() -> None:
     items = mixed_items(400)
     with RewardPool(num_workers=2, timeout_s=5.0, min_chunk=4, max_chunk=16) as pool:
