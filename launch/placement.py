@@ -13,15 +13,9 @@ from rl.config import Config
 from rl.runtime import Device, runtime_env_vars
 
 
-def actor_cpus(device: Device) -> float:
-    """CPUs each actor asks Ray for: a whole one on GPU nodes; a share on a CPU box where all run together."""
-    return 1.0 if device == "cuda" else 0.25
-
-
 def required(cfg: Config, device: Device) -> dict[str, float]:
-    """Logical resources the run needs: GPUs for engines (num_engines x TP) and learner ranks."""
-    actors = cfg.rollout.num_engines + cfg.learner.world_size + cfg.reward.num_workers
-    need = {"CPU": actors * actor_cpus(device)}
+    """Logical resources the run needs: one CPU per actor; GPUs for engines (num_engines x TP) and learner ranks."""
+    need = {"CPU": float(cfg.rollout.num_engines + cfg.learner.world_size + cfg.reward.num_workers)}
     if device == "cuda":
         need["GPU"] = float(cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size + cfg.learner.world_size)
     return need
@@ -38,6 +32,7 @@ def init_ray(cfg: Config, device: Device) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
+        # Ray's CPUs are logical: on a small CPU box every actor still gets its slot and the OS shares the cores.
         cpus = max(os.cpu_count() or 1, int(required(cfg, device)["CPU"]) + 1)
         ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
 
