@@ -1,0 +1,166 @@
+"""`thinkonce infer`: confidence-gated early-exit inference over a dataset, with benchmark metrics.
+
+Writes one prediction per sample (JSONL) and prints one summary JSON: accuracy overall and per
+problem type, mIoU and R@0.3/0.5/0.7 for grounding, answer accuracy and mIoU for grounded QA, the
+think ratio, mean generated tokens, and wall seconds. Data comes through rl.data's loaders (a
+data_config.yaml, an internal .jsonl/.parquet, a released .json, or `synthetic`), media through
+the same input builder training uses.
+
+A sample is correct when its task reward is > 0.5 (exact_match, math: reward 0/1; iou: IoU > 0.5,
+i.e. R@0.5); for grounded QA, when the answer part (before `<>`) matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from rl.config import Config, ModelConfig, load_config
+from rl.types import Sample
+from rollout.early_exit import EarlyExitDecoder, EarlyExitResult, Mode, default_tau
+
+IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def score_answer(sample: Sample, answer: str) -> dict[str, Any]:
+    """Reward, correctness and (grounding) IoU of one final answer."""
+    from reward.tasks import GQA_SEPARATOR, exact_match_reward, iou_reward, task_reward
+
+    if sample.problem_type == "iou":
+        iou = iou_reward(answer, sample.answer)
+        return {"reward": iou, "correct": iou > 0.5, "iou": iou}
+    if sample.problem_type == "gqa":
+        gt = sample.answer
+        parts = answer.split(GQA_SEPARATOR)
+        acc = exact_match_reward(parts[0], gt["answer"])  # type: ignore[index]
+        iou = iou_reward(parts[-1], gt["segment"])  # type: ignore[index]
+        return {"reward": acc + iou, "correct": acc > 0.5, "iou": iou}
+    reward = task_reward(answer, sample.answer, sample.problem_type)
+    return {"reward": reward, "correct": reward > 0.5}
+
+
+def _metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    out: dict[str, Any] = {
+        "n": n,
+        "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
+        "think_ratio": sum(r["thought"] for r in rows) / n if n else 0.0,
+        "mean_generated_tokens": sum(r["generated_tokens"] for r in rows) / n if n else 0.0,
+    }
+    ious = [r["iou"] for r in rows if "iou" in r]
+    if ious:
+        out["miou"] = sum(ious) / len(ious)
+        for t in IOU_THRESHOLDS:
+            out[f"r@{t}"] = sum(iou >= t for iou in ious) / len(ious)
+    return out
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Overall and per-problem-type metrics of prediction rows."""
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_type[r["problem_type"]].append(r)
+    overall = _metrics(rows)
+    return {
+        "overall": overall,
+        "per_problem_type": {k: _metrics(v) for k, v in sorted(by_type.items())},
+        "think_ratio": overall["think_ratio"],
+        "mean_generated_tokens": overall["mean_generated_tokens"],
+    }
+
+
+def prediction_row(sample: Sample, result: EarlyExitResult) -> dict[str, Any]:
+    row = {
+        "id": sample.id,
+        "problem_type": sample.problem_type,
+        "a1": result.a1,
+        "confidence": result.confidence,
+        "thought": result.thought,
+        "answer": result.answer,
+        "generated_tokens": result.generated_tokens,
+        "latency_s": result.latency_s,
+        "text": result.text,
+    }
+    row.update(score_answer(sample, result.answer))
+    return row
+
+
+def resolve_model_dir(model: str, cfg: Config) -> Path:
+    """An HF model directory, or `tiny:<family>` built (and warm-started as configured) on demand."""
+    from rl.warmstart import resolve_model_path
+
+    return resolve_model_path(ModelConfig(**{**cfg.model.model_dump(), "path": model}), cfg.data)
+
+
+def run_inference(
+    cfg: Config,
+    model: str,
+    data: str,
+    *,
+    mode: Optional[Mode] = None,
+    tau: Optional[float] = None,
+    out: Optional[str] = None,
+    engine: Any = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Decode every usable sample of `data` in `mode`; write predictions to `out`; return the summary.
+
+    `engine` reuses an already built engine (tests, benchmarks); by default one is built from
+    `rollout.backend` and the model. Samples whose media cannot be used are skipped and counted.
+    """
+    from rl.data.loaders import load_dataset, load_from_config
+    from rl.inputs import InputBuilder, SampleError
+    from rl.tiny import model_family
+    from rollout.engine import EngineSpec, build_engine
+
+    started = time.perf_counter()
+    model_dir = resolve_model_dir(model, cfg)
+    mode = mode or cfg.infer.mode
+    tau = tau or cfg.infer.tau or default_tau(model_family(model_dir))
+    dataset = load_from_config(cfg.data) if data == "synthetic" else load_dataset(data, cfg.data.media_root)
+    builder = InputBuilder(str(model_dir), cfg.data)
+    if engine is None:
+        spec = EngineSpec.from_config(cfg, str(model_dir))
+        engine = build_engine(spec.replace(max_model_len=cfg.data.max_prompt_length + cfg.infer.max_new_tokens))
+    decoder = EarlyExitDecoder(engine, tau=tau, max_new_tokens=cfg.infer.max_new_tokens)
+    skipped: dict[str, int] = defaultdict(int)
+    for reason, count in dataset.report.counts.items():
+        skipped[reason] += count
+    rows: list[dict[str, Any]] = []
+    samples = list(dataset)
+    for start in range(0, len(samples), batch_size):
+        inputs = []
+        for sample in samples[start : start + batch_size]:
+            try:
+                inputs.append(builder.build(sample))
+            except SampleError as exc:
+                skipped[exc.reason] += 1
+        for mi, result in zip(inputs, decoder.decode(inputs, mode)):
+            rows.append(prediction_row(mi.sample, result))
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"model": str(model_dir), "data": data, "mode": mode, "tau": tau, "skipped": dict(skipped)}
+    summary.update(summarize(rows))
+    summary["wall_s"] = time.perf_counter() - started
+    return summary
+
+
+def infer(cfg_or_args: Union[argparse.Namespace, Config]) -> int:
+    """CLI entry: parsed `thinkonce infer` arguments, or a Config (model.path on data.train)."""
+    if isinstance(cfg_or_args, Config):
+        cfg = cfg_or_args
+        summary = run_inference(cfg, cfg.model.path, cfg.data.train)
+    else:
+        args = cfg_or_args
+        cfg = load_config(args.config, getattr(args, "overrides", None) or ())
+        summary = run_inference(cfg, args.model, args.data, mode=args.mode, tau=args.tau, out=args.out)
+    json.dump(summary, sys.stdout)
+    sys.stdout.write("\n")
+    return 0

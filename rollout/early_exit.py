@@ -1,0 +1,172 @@
+"""Confidence-gated early exit (method.md section 7): answer a1 when the model is sure, else think.
+
+Greedy decoding in two stages on one sequence. Stage 1 decodes until the text `<think>` (a stop
+string, kept) or the end. The confidence of a1 is exp(mean log-prob) of the tokens of a1's content
+inside the first box, from the raw distribution; the fallback a1 ("Let's analyze ...") is never
+confident. At confidence >= tau the answer is a1 and decoding stops. Otherwise stage 2 continues
+the same sequence: the engine is given prompt + stage-1 tokens, which vLLM reads from its prefix
+cache (the transformers engine from the KV cache it kept), and decodes to a2. The final answer is
+the last box.
+
+Which tokens are a1's: token k covers the characters [start_k, end_k) of the decoded response,
+found by decoding the response one token longer at a time. A token counts when it overlaps a1's
+content span, so a token that straddles a brace (`{[`, `]}`, `.}`) counts for its content
+characters, while tokens made only of `\\boxed{` or `}` do not. A token that ends inside a
+multi-byte character decodes to nothing stable yet; it is given the first character it helps to
+form. An a1 with no tokens (empty box, no box, several boxes) has confidence 0.
+
+Modes: `auto` (the above), `always-think` (decode to the end), `never-think` (stage 1 only; the
+answer is a1), `post-hoc` (decode to the end, then choose by the same confidence: the public
+code's benchmark path, which saves no compute; kept for comparison).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
+
+from rl import grammar
+from rl.types import ModelInput
+from rollout.engine import Engine
+from rollout.sampling import SamplingSettings, response_text
+
+Mode = Literal["auto", "always-think", "never-think", "post-hoc"]
+MODES: tuple[str, ...] = ("auto", "always-think", "never-think", "post-hoc")
+DEFAULT_TAU = {"qwen2_5_vl": 0.97, "qwen3_vl": 0.98}
+THINK_OPEN = grammar.THINK_OPEN
+
+
+def default_tau(family: str) -> float:
+    """The paper's threshold for a model family."""
+    if family not in DEFAULT_TAU:
+        raise ValueError(f"no default tau for model family '{family}' (known: {', '.join(DEFAULT_TAU)})")
+    return DEFAULT_TAU[family]
+
+
+@dataclass
+class EarlyExitResult:
+    """One sample's decode: what a1 was, how sure, whether it thought, and what it cost."""
+
+    sample_id: str
+    a1: str
+    confidence: float
+    thought: bool
+    answer: str
+    """The final answer: a1 on exit (and in never-think), else the last box of the response."""
+    text: str
+    token_ids: list[int]
+    generated_tokens: int
+    latency_s: float
+    """Wall time of the batched stage(s) this sample went through."""
+
+
+def token_char_spans(tokenizer, token_ids: Sequence[int], upto: Optional[int] = None) -> list[tuple[int, int]]:
+    """Character span of each token in the decoded text (see the module docstring), stopping once
+    the text reaches `upto` characters (a1 sits at the start, so this stays short)."""
+    spans: list[tuple[int, int]] = []
+    done = 0
+    for k in range(len(token_ids)):
+        text = tokenizer.decode(list(token_ids[: k + 1]), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        stable = len(text.rstrip("\ufffd"))
+        spans.append((done, stable) if stable > done else (done, done + 1))
+        done = max(done, stable)
+        if upto is not None and done >= upto:
+            break
+    return spans
+
+
+def a1_confidence(tokenizer, token_ids: Sequence[int], logprobs: Sequence[float]) -> tuple[str, float]:
+    """a1 and exp(mean log-prob) of its content tokens; confidence 0 when a1 has no tokens."""
+    text = tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    span = grammar.a1_span(text)
+    if span is None or span[0] == span[1]:
+        return "", 0.0
+    start, end = span
+    picked = [lp for (s, e), lp in zip(token_char_spans(tokenizer, token_ids, upto=end), logprobs) if s < end and e > start]
+    if not picked:
+        return text[start:end], 0.0
+    return text[start:end], math.exp(sum(picked) / len(picked))
+
+
+def is_confident(a1: str, confidence: float, tau: float) -> bool:
+    """Exit on a1: confident enough and not the fallback."""
+    return bool(a1) and not grammar.is_fallback(a1) and confidence >= tau
+
+
+def final_answer(text: str) -> str:
+    """The content of the last box ("" when there is none)."""
+    return grammar.last_boxed(text) or ""
+
+
+class EarlyExitDecoder:
+    """Runs one of the four modes over batches of prompts with any engine (vLLM or transformers)."""
+
+    def __init__(self, engine: Engine, tau: float, max_new_tokens: int = 4096) -> None:
+        if not 0 < tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {tau}")
+        self.engine = engine
+        self.tau = tau
+        self.max_new_tokens = max_new_tokens
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    def decode(self, inputs: Sequence[ModelInput], mode: Mode = "auto") -> list[EarlyExitResult]:
+        """Greedy decode of every input in `mode`; results in input order."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode '{mode}', expected one of {', '.join(MODES)}")
+        if mode in ("always-think", "post-hoc"):
+            return self._full(inputs, choose=mode == "post-hoc")
+        return self._staged(inputs, continue_unsure=mode == "auto")
+
+    def _greedy(self, inputs: Sequence[ModelInput], max_new_tokens: int, stop: tuple[str, ...] = (),
+                prefixes: Optional[Sequence[Sequence[int]]] = None):
+        settings = SamplingSettings(n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop)
+        start = time.perf_counter()
+        gens = [g[0] for g in self.engine.generate(inputs, settings, prefixes)]
+        return gens, time.perf_counter() - start
+
+    def _full(self, inputs: Sequence[ModelInput], choose: bool) -> list[EarlyExitResult]:
+        gens, seconds = self._greedy(inputs, self.max_new_tokens)
+        results = []
+        for mi, g in zip(inputs, gens):
+            a1, conf = a1_confidence(self.tokenizer, g.token_ids, g.logprobs)
+            exit_now = choose and is_confident(a1, conf, self.tau)
+            results.append(EarlyExitResult(
+                sample_id=mi.sample.id, a1=a1, confidence=conf, thought=not exit_now,
+                answer=a1 if exit_now else final_answer(g.text), text=g.text, token_ids=g.token_ids,
+                generated_tokens=len(g.token_ids), latency_s=seconds))
+        return results
+
+    def _staged(self, inputs: Sequence[ModelInput], continue_unsure: bool) -> list[EarlyExitResult]:
+        stage1, seconds1 = self._greedy(inputs, self.max_new_tokens, stop=(THINK_OPEN,))
+        results: list[EarlyExitResult] = []
+        unsure: list[int] = []
+        for i, (mi, g) in enumerate(zip(inputs, stage1)):
+            a1, conf = a1_confidence(self.tokenizer, g.token_ids, g.logprobs)
+            stopped_at_think = g.finish_reason == "stop" and THINK_OPEN in g.text
+            results.append(EarlyExitResult(
+                sample_id=mi.sample.id, a1=a1, confidence=conf, thought=False,
+                answer=a1 if stopped_at_think else final_answer(g.text), text=g.text, token_ids=list(g.token_ids),
+                generated_tokens=len(g.token_ids), latency_s=seconds1))
+            room = self.max_new_tokens - len(g.token_ids)
+            if continue_unsure and stopped_at_think and room > 0 and not is_confident(a1, conf, self.tau):
+                unsure.append(i)
+        if not unsure:
+            return results
+        # One batch: the largest room left; a sample's continuation is cut to its own room, which
+        # is exactly what an uninterrupted decode with max_new_tokens would have produced.
+        rooms = [self.max_new_tokens - len(stage1[i].token_ids) for i in unsure]
+        stage2, seconds2 = self._greedy([inputs[i] for i in unsure], max(rooms), prefixes=[stage1[i].token_ids for i in unsure])
+        for i, room, g in zip(unsure, rooms, stage2):
+            r = results[i]
+            r.token_ids = r.token_ids + list(g.token_ids[:room])
+            r.text = response_text(self.tokenizer, r.token_ids)
+            r.thought = True
+            r.answer = final_answer(r.text)
+            r.generated_tokens = len(r.token_ids)
+            r.latency_s += seconds2
+        return results

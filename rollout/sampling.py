@@ -1,0 +1,70 @@
+"""What every engine is asked for (sampling settings) and the tokens no engine may sample.
+
+A random or lightly trained model samples vision placeholder tokens (`<|video_pad|>`, ...), and a
+response containing one breaks the learner's forward pass, which expects exactly the prompt's
+placeholders: every engine removes these tokens from the sampling distribution (the reported
+log-probs stay those of the raw distribution).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+VISION_CONFIG_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """One request's sampling: n samples per prompt; temperature 0 means greedy."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 2048
+    seed: Optional[int] = None
+    """Sample j of a prompt uses seed + j (vLLM's own rule for n > 1), so both fan-outs agree."""
+    stop: tuple[str, ...] = ()
+    """Stop strings; the text and tokens up to and including the one that completes it are kept."""
+
+    @classmethod
+    def from_config(cls, rollout) -> "SamplingSettings":
+        """GRPO sampling as `rollout.*` (an rl.config.RolloutConfig) sets it."""
+        return cls(n=rollout.n, temperature=rollout.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"n and max_new_tokens must be >= 1, got n={self.n}, max_new_tokens={self.max_new_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+        if self.greedy and self.n > 1:
+            raise ValueError("greedy decoding (temperature 0) with n > 1 would repeat one answer n times")
+
+
+def suppressed_token_ids(model_dir: str | Path) -> list[int]:
+    """Vision placeholder / start / end / pad token ids of a model, from its config and tokenizer files.
+
+    Reads files only (no tokenizer object), so vLLM's workers can call it cheaply.
+    """
+    root = Path(model_dir)
+    config = json.loads((root / "config.json").read_text())
+    ids = {config[key] for key in VISION_CONFIG_KEYS if isinstance(config.get(key), int)}
+    tokenizer_file = root / "tokenizer.json"
+    if tokenizer_file.is_file():
+        added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
+        ids.update(tok["id"] for tok in added if tok.get("content") in VISION_TOKENS)
+    if not ids:
+        raise ValueError(f"{model_dir}: no vision token ids found in config.json or tokenizer.json")
+    return sorted(ids)
+
+
+def response_text(tokenizer, token_ids: Sequence[int]) -> str:
+    """The text of response tokens as engines report it (special tokens such as EOS dropped)."""
+    return tokenizer.decode(list(token_ids), skip_special_tokens=True)

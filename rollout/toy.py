@@ -1,0 +1,122 @@
+"""Toy video prompts and a tiny model that is confident on part of them, for tests and benchmarks.
+
+Early exit only ever exits when a1 is confident, which a random tiny model never is. A few quick
+supervised steps teach the format `\\boxed{a}<think>...</think>\\boxed{a}` with a fixed answer
+for "colour" questions (the model becomes confident: it exits) and a random digit for "count"
+questions (it stays unsure: it thinks). Frames are random numpy arrays, so no decoder is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rl.prompts import PromptRenderer
+from rl.tiny import model_family
+from rl.types import Clip, ModelInput, Sample
+
+SURE_QUESTION = "What colour is the square?"
+SURE_OPTIONS = ["red", "green", "blue", "yellow"]
+SURE_ANSWER = "B"
+UNSURE_QUESTION = "How many objects appear in the video?"
+THOUGHT = "Let me look at the frames again. I see the video. The object is clear in the frames."
+
+
+def toy_samples(count: int, *, sure_every: int = 2) -> list[Sample]:
+    """`count` video samples; every `sure_every`-th is a colour question (the model's sure kind)."""
+    samples = []
+    for i in range(count):
+        if i % sure_every == 0:
+            samples.append(Sample(id=f"sure-{i}", source="toy", problem_type="exact_match", question=SURE_QUESTION,
+                                  answer=SURE_ANSWER, options=SURE_OPTIONS, media_kind="video", media_path=f"toy-{i}.mp4"))
+        else:
+            samples.append(Sample(id=f"unsure-{i}", source="toy", problem_type="exact_match", question=UNSURE_QUESTION,
+                                  answer=str(i % 6), media_kind="video", media_path=f"toy-{i}.mp4"))
+    return samples
+
+
+def toy_clip(family: str, seed: int, frames: int = 4) -> Clip:
+    """Random frames of 2x3 merge units (sides multiples of 2 * patch): a handful of video tokens."""
+    unit = 28 if family == "qwen2_5_vl" else 32
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(frames, 2 * unit, 3 * unit, 3), dtype=np.uint8)
+    indices = list(range(0, 2 * frames, 2))
+    return Clip(frames=pixels, indices=indices, video_fps=4.0, total_frames=2 * frames, duration=frames / 2.0, sample_fps=2.0)
+
+
+def toy_inputs(model_dir: str | Path, samples: list[Sample], *, seed: int = 0) -> list[ModelInput]:
+    """Rendered prompts, one random clip per sample (seeded by position)."""
+    renderer = PromptRenderer(str(model_dir))
+    return [renderer.render(s, toy_clip(renderer.family, seed + i)) for i, s in enumerate(samples)]
+
+
+def toy_target(sample: Sample, rng: np.random.Generator) -> str:
+    answer = SURE_ANSWER if sample.question == SURE_QUESTION else str(int(rng.integers(0, 6)))
+    return f"\\boxed{{{answer}}}<think>{THOUGHT}</think>\\boxed{{{answer}}}"
+
+
+def build_confident_model(base_dir: str | Path, out_dir: str | Path, *, steps: int = 300, lr: float = 5e-3,
+                          seed: int = 0, num_prompts: int = 16) -> Path:
+    """Supervised steps on toy targets (loss on the response only); saved as an HF model dir.
+
+    Each step takes one sure and one unsure prompt, so the gradient contrasts the two kinds; 300
+    steps (10-30 s on 2 cores) give a1 probability ~0.998 on sure prompts and ~0.3 on unsure ones.
+    Reuses `out_dir` when it was built with the same settings.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    out = Path(out_dir)
+    settings = {"base": str(base_dir), "steps": steps, "lr": lr, "seed": seed, "num_prompts": num_prompts}
+    marker = out / "thinkonce_toy.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+        return out
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    renderer = PromptRenderer(str(base_dir))
+    inputs = toy_inputs(base_dir, toy_samples(num_prompts), seed=10_000 + seed)
+    eos = renderer.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model = AutoModelForImageTextToText.from_pretrained(str(base_dir), dtype=torch.float32)
+    model.train()
+    optim = torch.optim.AdamW(model.parameters(), lr=lr)
+    loss = 0.0
+    for step in range(steps):
+        loss = 0.0
+        for mi in (inputs[(2 * step) % len(inputs)], inputs[(2 * step + 1) % len(inputs)]):
+            target = renderer.tokenizer(toy_target(mi.sample, rng), add_special_tokens=False)["input_ids"] + [eos]
+            ids = torch.tensor([mi.prompt_ids + target])
+            labels = ids.clone()
+            labels[0, : len(mi.prompt_ids)] = -100
+            extra = dict(mi.hf_inputs)
+            extra["mm_token_type_ids"] = torch.cat(
+                [extra["mm_token_type_ids"], torch.zeros((1, len(target)), dtype=extra["mm_token_type_ids"].dtype)], dim=1)
+            pair_loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, **extra).loss / 2
+            pair_loss.backward()
+            loss += pair_loss.item()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    renderer.processor.save_pretrained(tmp)
+    (tmp / "thinkonce_toy.json").write_text(json.dumps({"settings": settings, "final_loss": loss,
+                                                         "family": model_family(base_dir)}))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def confident_model(artifacts: str | Path, family: str = "qwen2_5_vl", *, steps: Optional[int] = None) -> Path:
+    """The toy confident model of `family` under `artifacts`, built (with its tiny base) if missing."""
+    from rl.tiny import build_tiny
+
+    root = Path(artifacts)
+    base = root / f"tiny-{family}"
+    if not (base / "model.safetensors").is_file():
+        build_tiny(family, base)  # type: ignore[arg-type]
+    kwargs = {} if steps is None else {"steps": steps}
+    return build_confident_model(base, root / f"toy-confident-{family}", **kwargs)
