@@ -19,7 +19,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -68,12 +68,19 @@ def join_group(spec: SyncGroupSpec, rank: int) -> dist.ProcessGroup:
     raise ValueError(f"weight-sync backend must be gloo or nccl, got '{spec.backend}'")
 
 
-def broadcast(group: dist.ProcessGroup, tensor: torch.Tensor, deadline: float, what: str) -> None:
-    """Broadcast from group rank 0, raising SyncTimeout if it has not completed by `deadline`."""
+def start_broadcast(group: dist.ProcessGroup, tensor: torch.Tensor, what: str) -> dist.Work:
+    """Issue a broadcast from group rank 0 without waiting for it."""
     opts = dist.BroadcastOptions()
     opts.rootRank = 0
     try:
-        work = group.broadcast([tensor], opts)
+        return group.broadcast([tensor], opts)
+    except RuntimeError as exc:
+        raise SyncTimeout(f"weight sync: {what} failed: {exc}") from None
+
+
+def finish(work: dist.Work, deadline: float, what: str, cuda: bool = False) -> None:
+    """Wait for `work`, raising SyncTimeout if it has not completed by `deadline` (time.monotonic)."""
+    try:
         while not work.is_completed():
             if time.monotonic() > deadline:
                 raise SyncTimeout(f"weight sync: {what} missed its deadline; a peer has died or is stuck")
@@ -83,12 +90,20 @@ def broadcast(group: dist.ProcessGroup, tensor: torch.Tensor, deadline: float, w
         raise
     except RuntimeError as exc:
         raise SyncTimeout(f"weight sync: {what} failed: {exc}") from None
-    if tensor.is_cuda:
+    if cuda:
         torch.cuda.current_stream().synchronize()
 
 
+def broadcast(group: dist.ProcessGroup, tensor: torch.Tensor, deadline: float, what: str) -> None:
+    """Broadcast from group rank 0 and wait, with a deadline."""
+    finish(start_broadcast(group, tensor, what), deadline, what, tensor.is_cuda)
+
+
 class WeightSender:
-    """Group rank 0 (learner rank 0): streams the trainable tensors as fixed-size byte buckets."""
+    """Group rank 0 (learner rank 0): streams the trainable tensors as fixed-size byte buckets.
+
+    Two bucket buffers alternate, so packing bucket i+1 overlaps the transfer of bucket i.
+    """
 
     def __init__(self, spec: SyncGroupSpec, metas: Sequence[ParamMeta], device: torch.device | str = "cpu") -> None:
         self.spec = spec
@@ -96,7 +111,8 @@ class WeightSender:
         self.buckets = plan_buckets(self.metas, spec.bucket_bytes)
         self.device = torch.device(device)
         self.group = join_group(spec, 0)
-        self._buffer = torch.empty(max(sum(m.nbytes for m in b) for b in self.buckets), dtype=torch.uint8, device=self.device)
+        largest = max(sum(m.nbytes for m in b) for b in self.buckets)
+        self._buffers = [torch.empty(largest, dtype=torch.uint8, device=self.device) for _ in range(2)]
 
     def send(self, tensors: Iterable[torch.Tensor]) -> dict[str, float]:
         """Broadcast `tensors` (in `metas` order, full shapes); returns bytes and seconds."""
@@ -104,18 +120,22 @@ class WeightSender:
         start = time.perf_counter()
         source = iter(tensors)
         sent = 0
+        in_flight: Optional[tuple[dist.Work, str]] = None
+        cuda = self.device.type == "cuda"
         for i, bucket in enumerate(self.buckets):
-            offset = 0
-            for meta in bucket:
-                tensor = next(source)
-                if tuple(tensor.shape) != meta.shape or tensor.dtype != meta.dtype:
-                    raise ValueError(f"weight sync: {meta.name} is {tuple(tensor.shape)} {tensor.dtype}, "
-                                     f"agreed {meta.shape} {meta.dtype}")
-                flat = tensor.detach().contiguous().view(-1).view(torch.uint8)
-                self._buffer[offset : offset + flat.numel()].copy_(flat, non_blocking=True)
-                offset += flat.numel()
-            broadcast(self.group, self._buffer[:offset], deadline, f"bucket {i + 1}/{len(self.buckets)}")
-            sent += offset
+            flats = [_as_bytes(next(source), meta) for meta in bucket]
+            if len(flats) == 1:
+                payload = flats[0]  # a tensor that fills its bucket alone travels without a copy
+            else:
+                payload = self._buffers[i % 2][: sum(f.numel() for f in flats)]
+                torch.cat(flats, out=payload)
+            if in_flight is not None:
+                finish(in_flight[0], deadline, in_flight[1], cuda)
+            what = f"bucket {i + 1}/{len(self.buckets)}"
+            in_flight = (start_broadcast(self.group, payload, what), what)
+            sent += payload.numel()
+        if in_flight is not None:
+            finish(in_flight[0], deadline, in_flight[1], cuda)
         return {"sync/bytes": float(sent), "sync/seconds": time.perf_counter() - start, "sync/buckets": float(len(self.buckets))}
 
     def close(self) -> None:
@@ -123,11 +143,20 @@ class WeightSender:
         self.group.shutdown()
 
 
+def _as_bytes(tensor: torch.Tensor, meta: ParamMeta) -> torch.Tensor:
+    """The tensor's bytes as a flat uint8 view, after checking it is what was agreed."""
+    if tuple(tensor.shape) != meta.shape or tensor.dtype != meta.dtype:
+        raise ValueError(f"weight sync: {meta.name} is {tuple(tensor.shape)} {tensor.dtype}, agreed {meta.shape} {meta.dtype}")
+    return tensor.detach().contiguous().view(-1).view(torch.uint8)
+
+
 class WeightReceiver:
     """An engine worker's end: yields (name, tensor) lazily, one bucket at a time.
 
-    Lazy, so the model loader consumes tensors while later buckets are still to come and only one
-    bucket is ever held in memory.
+    Lazy, so the model loader consumes tensors while later buckets are still arriving. Two bucket
+    buffers alternate: bucket i+1 is received while the loader consumes bucket i, so a yielded
+    tensor is a view that stays valid until the loader asks for the bucket after next. vLLM's
+    weight loaders copy each tensor as they iterate, which is all this needs.
     """
 
     def __init__(self, spec: SyncGroupSpec, rank: int, metas: Sequence[ParamMeta], device: torch.device | str = "cpu") -> None:
@@ -136,13 +165,24 @@ class WeightReceiver:
         self.buckets = plan_buckets(self.metas, spec.bucket_bytes)
         self.device = torch.device(device)
         self.group = join_group(spec, rank)
+        largest = max(sum(m.nbytes for m in b) for b in self.buckets)
+        self._buffers = [torch.empty(largest, dtype=torch.uint8, device=self.device) for _ in range(2)]
 
     def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
         deadline = time.monotonic() + self.spec.timeout_s
+        cuda = self.device.type == "cuda"
+        sizes = [sum(m.nbytes for m in b) for b in self.buckets]
+        whats = [f"bucket {i + 1}/{len(self.buckets)}" for i in range(len(self.buckets))]
+        work = start_broadcast(self.group, self._buffers[0][: sizes[0]], whats[0])
         for i, bucket in enumerate(self.buckets):
-            buffer = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8, device=self.device)
-            broadcast(self.group, buffer, deadline, f"bucket {i + 1}/{len(self.buckets)}")
+            finish(work, deadline, whats[i], cuda)
+            if i + 1 < len(self.buckets):
+                work = start_broadcast(self.group, self._buffers[(i + 1) % 2][: sizes[i + 1]], whats[i + 1])
+            buffer = self._buffers[i % 2]
             offset = 0
             for meta in bucket:
                 yield meta.name, buffer[offset : offset + meta.nbytes].view(meta.dtype).view(meta.shape)
                 offset += meta.nbytes
+
+    def close(self) -> None:
+        self.group.shutdown()
