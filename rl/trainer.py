@@ -19,6 +19,7 @@ resume; reward timeouts are counted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
@@ -37,6 +38,7 @@ from rl.metrics import MetricsLogger, PhaseTimer, rollout_metrics
 from rl.stream import PromptStream
 from rl.types import ModelInput, Sample
 from rollout.group import RolloutGroup
+from rollout.sampling import SamplingSettings
 
 log = logging.getLogger("thinkonce.trainer")
 
@@ -62,6 +64,11 @@ class Trainer:
         self.rollout = RolloutGroup.from_config(cfg, str(model_dir))
         self.learner = LearnerGroup.from_config(cfg, str(model_dir))
         self.learner.connect(self.rollout)
+        self.rollout.weights_dir = self._current_policy_dir
+        self.sampling = SamplingSettings.from_config(cfg.rollout)
+        self._weights_version = 0
+        self._restarts_seen = 0
+        self._exported_version = -1
         self._stop_requested = False
 
     @property
@@ -107,11 +114,14 @@ class Trainer:
         with timer.phase("data"):
             prompts = self._next_prompts(cfg.trainer.prompts_per_round)
         with timer.phase("rollout"):
-            generations = self.rollout.generate(prompts, n=G, seed=cfg.trainer.seed * 1_000_003 + step)
-        if self.rollout.restarts > self.counters["engine_restarts"]:
-            log.warning("round %d: %d engine restart(s); weights re-synced", step + 1,
-                        self.rollout.restarts - self.counters["engine_restarts"])
-            self.counters["engine_restarts"] = self.rollout.restarts
+            sampling = dataclasses.replace(self.sampling, seed=cfg.trainer.seed * 1_000_003 + step)
+            generations = self.rollout.generate(prompts, sampling)
+        if self.rollout.restarts > self._restarts_seen:
+            log.warning("round %d: %d rollout engine restart(s); the replacement started from the current "
+                        "policy and joins a re-formed weight-sync group", step + 1, self.rollout.restarts - self._restarts_seen)
+            self.counters["engine_restarts"] += self.rollout.restarts - self._restarts_seen
+            self._restarts_seen = self.rollout.restarts
+            self.learner.connect(self.rollout)
         samples = [p.sample for p in prompts for _ in range(G)]
         flat = [g for group in generations for g in group]
         with timer.phase("reward"):
@@ -165,11 +175,23 @@ class Trainer:
 
     def _sync(self) -> dict[str, float]:
         try:
-            return self.learner.sync_weights(self.rollout)
+            stats = self.learner.sync_weights(self.rollout)
+            self._weights_version += 1
+            return stats
         except Exception as exc:
             if _is_actor_death(exc):
                 raise LearnerDied(f"weight sync: a learner rank died: {exc}") from None
             raise
+
+    def _current_policy_dir(self) -> str:
+        """An HF export of the current policy, for a replacement engine to start from (re-exported only after a sync)."""
+        path = self.run_dir / "policy-for-engine-restart"
+        if self._exported_version != self._weights_version:
+            if self._weights_version == 0:
+                return str(self.model_dir)
+            self.learner.export_hf(str(path))
+            self._exported_version = self._weights_version
+        return str(path)
 
     def _next_prompts(self, k: int) -> list[ModelInput]:
         """k rendered prompts; samples whose media or length is bad are skipped and counted."""

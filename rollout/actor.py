@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence
 
+from learner.params import ParamMeta
+from learner.sync import SyncGroupSpec
 from rl.runtime import configure_environment, runtime_env_vars
 from rl.types import Generation, ModelInput
 from rollout.engine import EngineSpec, NamedTensors, build_engine
@@ -35,6 +37,12 @@ class EngineActor:
 
     def stats(self) -> dict[str, float]:
         return self.engine.stats()
+
+    def init_weight_sync(self, spec: SyncGroupSpec, rank_offset: int, metas: list[ParamMeta]) -> None:
+        self.engine.init_weight_sync(spec, rank_offset, metas)
+
+    def receive_weights(self) -> int:
+        return self.engine.receive_weights()
 
 
 def actor_options(spec: EngineSpec, num_cpus: float = 1.0) -> dict[str, Any]:

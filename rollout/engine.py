@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Iterable, Literal, Optional, Protocol, Sequence
 
 import torch
 
+from learner.params import ParamMeta
+from learner.sync import SyncGroupSpec
 from rl.config import Config
 from rl.runtime import Device, configure_environment, resolve_device
 from rl.types import Generation, ModelInput
@@ -50,6 +53,14 @@ class Engine(Protocol):
 
     def stats(self) -> dict[str, float]:
         """Cumulative counters: generated_tokens, busy_s, and what the engine adds."""
+        ...
+
+    def init_weight_sync(self, spec: SyncGroupSpec, rank_offset: int, metas: list[ParamMeta]) -> None:
+        """Join the learner's weight-sync group (once; again after the group is re-formed)."""
+        ...
+
+    def receive_weights(self) -> int:
+        """Take one weight sync (learner.sync) and drop caches computed with the old weights."""
         ...
 
 
@@ -93,6 +104,18 @@ class EngineSpec:
 
     def replace(self, **changes) -> "EngineSpec":
         return dataclasses.replace(self, **changes)
+
+
+def prompt_seed(seed: Optional[int], sample_id: str) -> Optional[int]:
+    """A per-prompt seed from the call's seed and the sample id.
+
+    Prompts of one call must not share a seed (their samples would draw the same random numbers),
+    and the seed must not depend on which engine got the prompt, so resumed and healed runs
+    sample exactly what an uninterrupted run would.
+    """
+    if seed is None:
+        return None
+    return (seed + zlib.crc32(sample_id.encode())) % (1 << 31)
 
 
 def build_engine(spec: EngineSpec) -> Engine:
@@ -203,13 +226,14 @@ class VLLMEngine:
         prompts, params = [], []
         for mi, prefix in zip(inputs, prefixes):
             prompt = self._prompt(mi, prefix)
+            seed = prompt_seed(sampling.seed, mi.sample.id)
             if per_request == 1:
                 prompts.append(prompt)
-                params.append(self._params(sampling, sampling.n, sampling.seed))
+                params.append(self._params(sampling, sampling.n, seed))
                 continue
             for j in range(sampling.n):
                 prompts.append(prompt)
-                params.append(self._params(sampling, 1, None if sampling.seed is None else sampling.seed + j))
+                params.append(self._params(sampling, 1, None if seed is None else seed + j))
         start = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         self._busy_s += time.perf_counter() - start
@@ -240,6 +264,19 @@ class VLLMEngine:
         of the old model: both are stale after an update.
         """
         self.llm.collective_rpc("thinkonce_load_weights", args=(list(named_tensors),))
+        self._drop_caches()
+
+    def init_weight_sync(self, spec: SyncGroupSpec, rank_offset: int, metas: list[ParamMeta]) -> None:
+        """Every worker of this engine joins the weight-sync group (ranks rank_offset .. + TP - 1)."""
+        self.llm.collective_rpc("thinkonce_init_weight_sync", args=(spec, rank_offset, metas))
+
+    def receive_weights(self) -> int:
+        """Take one sync from the learner into every worker, then drop the stale caches."""
+        counts = self.llm.collective_rpc("thinkonce_receive_weights")
+        self._drop_caches()
+        return int(counts[0])
+
+    def _drop_caches(self) -> None:
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
 

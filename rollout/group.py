@@ -14,7 +14,7 @@ import dataclasses
 import heapq
 import logging
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import ray
 from ray.exceptions import RayActorError
@@ -51,6 +51,7 @@ class RolloutGroup:
         self.max_restarts = max_restarts
         self.num_cpus_per_engine = num_cpus_per_engine
         self._weights: Optional[ray.ObjectRef] = None
+        self.weights_dir: Optional[Callable[[], str]] = None
         self._restarts = [0] * num_engines
         self._tokens = [0] * num_engines
         self._seconds = [0.0] * num_engines
@@ -73,7 +74,14 @@ class RolloutGroup:
         return ray.remote(EngineActor).options(**actor_options(self.spec, self.num_cpus_per_engine)).remote(self.spec)
 
     def _restart(self, slot: int) -> None:
-        """Replace a dead engine: same spec, then the latest weights this group loaded."""
+        """Replace a dead engine: same spec, then the latest weights this group loaded.
+
+        Under training, `weights_dir` (set by the trainer) gives a directory holding the policy's
+        current weights, so the replacement samples from the same policy as its peers; the
+        trainer then re-forms the weight-sync group with it (`restarts` tells it one happened).
+        """
+        if self.weights_dir is not None:
+            self.spec = self.spec.replace(model_dir=str(self.weights_dir()))
         self._restarts[slot] += 1
         if self._restarts[slot] > self.max_restarts:
             raise RuntimeError(f"rollout engine {slot} died {self._restarts[slot]} times (rollout.max_restarts={self.max_restarts})")
@@ -138,6 +146,20 @@ class RolloutGroup:
         ref = ray.put(list(named_tensors))
         ray.get([a.load_weights.remote(ref) for a in self.actors])
         self._weights = ref
+
+    def sync_world_size(self) -> int:
+        """How many ranks the engines bring to the weight-sync group (one per engine worker)."""
+        return len(self.actors) * self.spec.tensor_parallel_size
+
+    def init_weight_sync(self, spec: Any, metas: list) -> list[Any]:
+        """Every engine worker joins the sync group (ranks 1..); returns the calls to wait on with the learner's."""
+        tp = self.spec.tensor_parallel_size
+        return [actor.init_weight_sync.remote(spec, 1 + slot * tp, metas) for slot, actor in enumerate(self.actors)]
+
+    def receive_weights(self) -> list[Any]:
+        """The engines' half of one sync (the learner's rank 0 sends); returns the calls to wait on."""
+        self._weights = None
+        return [actor.receive_weights.remote() for actor in self.actors]
 
     def set_model_dir(self, model_dir: str) -> None:
         """Engines built from now on (restarts) start from this directory, e.g. a new HF export."""

@@ -19,8 +19,10 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from learner.params import ParamMeta
+from learner.sync import SyncGroupSpec, WeightReceiver
 from rl.types import Generation, ModelInput
-from rollout.engine import NamedTensors
+from rollout.engine import NamedTensors, prompt_seed
 from rollout.sampling import SamplingSettings, response_text, suppressed_token_ids
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -102,6 +104,7 @@ class HFEngine:
         self._generated_tokens = 0
         self._busy_s = 0.0
         self._continued = 0
+        self._receiver: Optional[WeightReceiver] = None
 
     def _visual_inputs(self, mi: ModelInput, extra_tokens: int) -> dict[str, Any]:
         """The processor's tensors for prompt + `extra_tokens` text tokens.
@@ -170,7 +173,7 @@ class HFEngine:
         )
         stops = _StopStrings(self.tokenizer, sampling.stop, len(ids), sampling.n) if sampling.stop else None
         if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
+            torch.manual_seed(prompt_seed(sampling.seed, mi.sample.id))
         out = self.model.generate(
             **kwargs, generation_config=config, stopping_criteria=StoppingCriteriaList([stops]) if stops else None
         )
@@ -232,6 +235,16 @@ class HFEngine:
         if result.unexpected_keys:
             raise KeyError(f"unknown parameter names: {result.unexpected_keys[:5]}")
         self._cache.clear()
+
+    def init_weight_sync(self, spec: SyncGroupSpec, rank_offset: int, metas: list[ParamMeta]) -> None:
+        if self._receiver is not None:
+            self._receiver.close()
+        self._receiver = WeightReceiver(spec, rank_offset, metas, self.device)
+
+    def receive_weights(self) -> int:
+        named = list((name, tensor.clone()) for name, tensor in self._receiver.receive())
+        self.load_weights(named)
+        return len(named)
 
     def stats(self) -> dict[str, float]:
         return {"generated_tokens": float(self._generated_tokens), "busy_s": self._busy_s,
