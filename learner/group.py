@@ -179,6 +179,14 @@ class LearnerGroup:
     def optimizer_state_digests(self) -> list[str]:
         return self._all("optimizer_state_digest")
 
+    def alive(self, timeout_s: float = 30.0) -> bool:
+        """Whether every rank still answers (a rank busy in a stuck collective answers once it times out)."""
+        try:
+            wait_all([w.has_reference.remote() for w in self.workers], timeout_s=max(timeout_s, self.cfg.sync.timeout_s + 30))
+            return True
+        except Exception:
+            return False
+
     def has_reference(self) -> bool:
         return ray.get(self.workers[0].has_reference.remote())
 

@@ -153,10 +153,10 @@ def _as_bytes(tensor: torch.Tensor, meta: ParamMeta) -> torch.Tensor:
 class WeightReceiver:
     """An engine worker's end: yields (name, tensor) lazily, one bucket at a time.
 
-    Lazy, so the model loader consumes tensors while later buckets are still arriving. Two bucket
-    buffers alternate: bucket i+1 is received while the loader consumes bucket i, so a yielded
-    tensor is a view that stays valid until the loader asks for the bucket after next. vLLM's
-    weight loaders copy each tensor as they iterate, which is all this needs.
+    Lazy, so the model loader consumes tensors while later buckets are still arriving: bucket i+1
+    is already being received while the loader takes bucket i. Every bucket gets its own buffer,
+    so a yielded tensor stays valid for as long as the loader keeps it (vLLM's CPU reload path
+    holds tensors across the whole iterator; reusing buffers would corrupt them).
     """
 
     def __init__(self, spec: SyncGroupSpec, rank: int, metas: Sequence[ParamMeta], device: torch.device | str = "cpu") -> None:
@@ -165,23 +165,25 @@ class WeightReceiver:
         self.buckets = plan_buckets(self.metas, spec.bucket_bytes)
         self.device = torch.device(device)
         self.group = join_group(spec, rank)
-        largest = max(sum(m.nbytes for m in b) for b in self.buckets)
-        self._buffers = [torch.empty(largest, dtype=torch.uint8, device=self.device) for _ in range(2)]
 
     def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
         deadline = time.monotonic() + self.spec.timeout_s
         cuda = self.device.type == "cuda"
-        sizes = [sum(m.nbytes for m in b) for b in self.buckets]
         whats = [f"bucket {i + 1}/{len(self.buckets)}" for i in range(len(self.buckets))]
-        work = start_broadcast(self.group, self._buffers[0][: sizes[0]], whats[0])
+
+        def post(i: int) -> tuple[dist.Work, torch.Tensor]:
+            buffer = torch.empty(sum(m.nbytes for m in self.buckets[i]), dtype=torch.uint8, device=self.device)
+            return start_broadcast(self.group, buffer, whats[i]), buffer
+
+        work, buffer = post(0)
         for i, bucket in enumerate(self.buckets):
             finish(work, deadline, whats[i], cuda)
+            current = buffer
             if i + 1 < len(self.buckets):
-                work = start_broadcast(self.group, self._buffers[(i + 1) % 2][: sizes[i + 1]], whats[i + 1])
-            buffer = self._buffers[i % 2]
+                work, buffer = post(i + 1)
             offset = 0
             for meta in bucket:
-                yield meta.name, buffer[offset : offset + meta.nbytes].view(meta.dtype).view(meta.shape)
+                yield meta.name, current[offset : offset + meta.nbytes].view(meta.dtype).view(meta.shape)
                 offset += meta.nbytes
 
     def close(self) -> None:

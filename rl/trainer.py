@@ -20,6 +20,7 @@ resume; reward timeouts are counted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -66,9 +67,7 @@ class Trainer:
         self.learner.connect(self.rollout)
         self.rollout.weights_dir = self._current_policy_dir
         self.sampling = SamplingSettings.from_config(cfg.rollout)
-        self._weights_version = 0
         self._restarts_seen = 0
-        self._exported_version = -1
         self._stop_requested = False
 
     @property
@@ -113,6 +112,8 @@ class Trainer:
         G = cfg.rollout.n
         with timer.phase("data"):
             prompts = self._next_prompts(cfg.trainer.prompts_per_round)
+            with open(self.run_dir / "samples.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step + 1, "ids": [p.sample.id for p in prompts]}) + "\n")
         with timer.phase("rollout"):
             sampling = dataclasses.replace(self.sampling, seed=cfg.trainer.seed * 1_000_003 + step)
             generations = self.rollout.generate(prompts, sampling)
@@ -174,23 +175,26 @@ class Trainer:
         return manifest.step
 
     def _sync(self) -> dict[str, float]:
-        try:
-            stats = self.learner.sync_weights(self.rollout)
-            self._weights_version += 1
-            return stats
-        except Exception as exc:
-            if _is_actor_death(exc):
-                raise LearnerDied(f"weight sync: a learner rank died: {exc}") from None
-            raise
+        """Push the learner's weights to the engines; an engine that died meanwhile is replaced and the sync retried once."""
+        for attempt in (1, 2):
+            try:
+                return self.learner.sync_weights(self.rollout)
+            except Exception as exc:
+                if not self.learner.alive():
+                    raise LearnerDied(f"weight sync: a learner rank died: {exc}") from None
+                healed = self.rollout.heal() if attempt == 1 else 0
+                if not healed:
+                    raise
+                log.warning("weight sync failed (%s); %d engine(s) replaced, sync group re-formed, retrying", exc, healed)
+                self.counters["engine_restarts"] += healed
+                self._restarts_seen = self.rollout.restarts
+                self.learner.connect(self.rollout)
+        raise AssertionError("unreachable")
 
     def _current_policy_dir(self) -> str:
-        """An HF export of the current policy, for a replacement engine to start from (re-exported only after a sync)."""
+        """An HF export of the learner's current policy, for a replacement engine to start from."""
         path = self.run_dir / "policy-for-engine-restart"
-        if self._exported_version != self._weights_version:
-            if self._weights_version == 0:
-                return str(self.model_dir)
-            self.learner.export_hf(str(path))
-            self._exported_version = self._weights_version
+        self.learner.export_hf(str(path))
         return str(path)
 
     def _next_prompts(self, k: int) -> list[ModelInput]:

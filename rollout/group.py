@@ -147,6 +147,17 @@ class RolloutGroup:
         ray.get([a.load_weights.remote(ref) for a in self.actors])
         self._weights = ref
 
+    def heal(self, timeout_s: float = 30.0) -> int:
+        """Replace every engine that no longer answers (e.g. one that died during a weight sync); returns how many."""
+        healed = 0
+        for slot, actor in enumerate(self.actors):
+            try:
+                ray.get(actor.ready.remote(), timeout=timeout_s)
+            except (RayActorError, ray.exceptions.GetTimeoutError):
+                self._restart(slot)
+                healed += 1
+        return healed
+
     def sync_world_size(self) -> int:
         """How many ranks the engines bring to the weight-sync group (one per engine worker)."""
         return len(self.actors) * self.spec.tensor_parallel_size

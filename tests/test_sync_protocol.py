@@ -79,3 +79,26 @@ def test_dead_receiver_raises_within_deadline():
     with pytest.raises(SyncTimeout):
         sender.send(_tensors(1))
     assert time.monotonic() - start < spec.timeout_s + 2.0
+
+
+def _hoarding_receiver(spec: SyncGroupSpec, queue) -> None:
+    recv = WeightReceiver(spec, 1, METAS)
+    kept = list(recv.receive())  # like vLLM's CPU reload: every tensor is held until the end
+    queue.put([(name, _bytes(t)) for name, t in kept])
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+
+def test_tensors_stay_valid_when_the_loader_keeps_them_all():
+    ctx = mp.get_context("spawn")
+    spec = _spec(2, 1024)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_hoarding_receiver, args=(spec, queue))
+    proc.start()
+    WeightSender(spec, METAS).send(_tensors(5))
+    got = queue.get(timeout=30)
+    proc.join(timeout=30)
+    for (name, data), want in zip(got, _tensors(5)):
+        assert data == _bytes(want), name

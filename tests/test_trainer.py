@@ -1,0 +1,134 @@
+"""The training job end to end on the real stack: resume equivalence after kill -9, engine death, ray job submit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rl.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _overrides(model_dir: Path, synthetic: Path, run_dir: Path, rounds: int) -> list[str]:
+    """A small, fast, fully deterministic run: fp32 CPU, fixed seeds, 2 rounds per checkpoint."""
+    return [
+        f"model.path={model_dir}", f"data.synthetic_dir={synthetic}", "data.synthetic_num_samples=8",
+        f"trainer.run_dir={run_dir}", f"trainer.total_rounds={rounds}", "trainer.save_every=2",
+        "trainer.prompts_per_round=2", "trainer.steps_per_round=2", "rollout.n=4", "rollout.max_new_tokens=16",
+        "logging.progress=false", "logging.wandb_mode=disabled",
+    ]
+
+
+def _train(args: list[str], **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([str(BIN / "thinkonce"), "train", "--config", "configs/tiny_cpu.yaml", *args],
+                            cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _samples(run_dir: Path) -> list[list[str]]:
+    by_step = {}
+    for line in (run_dir / "samples.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        by_step[rec["step"]] = rec["ids"]
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
+    synthetic = tmp_path / "synthetic"
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _finish(_train(["--resume", "none", *_overrides(tiny_qwen25, synthetic, straight, 4)]))
+
+    proc = _train(["--resume", "none", *_overrides(tiny_qwen25, synthetic, killed, 4)])
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "step-000002" / "manifest.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(read_metrics(killed)) < 4, "killed before the end"
+
+    out = _finish(_train(["--resume", "auto", *_overrides(tiny_qwen25, synthetic, killed, 4)]))
+    assert "resumed from" in out
+
+    assert _samples(killed) == _samples(straight)
+    a, b = read_metrics(straight), read_metrics(killed)
+    assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3, 4]
+    for ma, mb in zip(a, b):
+        assert abs(ma["train/loss"] - mb["train/loss"]) < 1e-4, (ma["step"], ma["train/loss"], mb["train/loss"])
+        assert ma["reward/total"] == pytest.approx(mb["reward/total"], abs=1e-9)
+
+
+def test_resume_exactly_at_epoch_boundary_trains_the_next_epoch(tiny_qwen25, tmp_path):
+    synthetic, run = tmp_path / "synthetic", tmp_path / "run"
+    args = _overrides(tiny_qwen25, synthetic, run, 4)
+    args = [a for a in args if not a.startswith("data.synthetic_num_samples")] + ["data.synthetic_num_samples=4"]
+    _finish(_train(["--resume", "none", *[a.replace("total_rounds=4", "total_rounds=2") for a in args]]))
+    _finish(_train(["--resume", "auto", *args]))
+    rounds = _samples(run)
+    assert len(rounds) == 4
+    first_epoch, second_epoch = rounds[0] + rounds[1], rounds[2] + rounds[3]
+    assert sorted(first_epoch) == sorted(second_epoch) and len(set(first_epoch)) == 4
+
+
+def test_killed_engine_is_replaced_and_counted(tiny_qwen25, tmp_path):
+    import ray
+
+    from launch.placement import init_ray
+    from rl.config import load_config
+    from rl.data.synthetic import generate_synthetic
+    from rl.trainer import Trainer
+
+    cfg = load_config(REPO / "configs/tiny_cpu.yaml", _overrides(tiny_qwen25, tmp_path / "syn", tmp_path / "run", 3))
+    samples = generate_synthetic(cfg.data.synthetic_dir, cfg.data.synthetic_num_samples, seed=0)
+    init_ray(cfg, "cpu")
+    trainer = Trainer(cfg, tiny_qwen25, samples)
+    try:
+        trainer.train_round(0)
+        ray.kill(trainer.rollout.actors[0], no_restart=True)
+        metrics = trainer.train_round(1)
+        assert metrics["counters/engine_restarts"] == 1
+        metrics = trainer.train_round(2)
+        assert metrics["reward/total"] == metrics["reward/total"]
+        assert trainer.rollout.restarts == 1
+    finally:
+        trainer.shutdown()
+        ray.shutdown()
+
+
+def test_ray_job_submit_against_a_real_local_head(tiny_qwen25, tmp_path):
+    ray_bin = str(BIN / "ray")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", "--port=6390", "--num-cpus=6",
+                    "--dashboard-host=127.0.0.1", "--dashboard-port=8275", "--include-dashboard=true"],
+                    check=True, env=env, capture_output=True, timeout=120)
+    try:
+        args = _overrides(tiny_qwen25, tmp_path / "syn", tmp_path / "run", 2)
+        job = subprocess.run(
+            [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(REPO), "--",
+             "thinkonce", "train", "--config", "configs/tiny_cpu.yaml", "--resume", "none", *args],
+            env=env, capture_output=True, text=True, timeout=900)
+        assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
+        assert "succeeded" in job.stdout.lower()
+        assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
