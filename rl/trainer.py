@@ -87,9 +87,9 @@ class Trainer:
             for step in range(start, self.total_rounds):
                 metrics = self.train_round(step)
                 if (step + 1) % self.cfg.trainer.save_every == 0 or step + 1 == self.total_rounds or self._stop_requested:
-                    with_time = time.perf_counter()
+                    started = time.perf_counter()
                     self.save(step + 1)
-                    metrics["time/checkpoint"] = time.perf_counter() - with_time
+                    metrics["time/checkpoint"] = time.perf_counter() - started
                 logger.log(step + 1, metrics)
                 history.append(metrics)
                 if self._stop_requested:
@@ -107,6 +107,7 @@ class Trainer:
 
     def train_round(self, step: int) -> dict[str, float]:
         """One GRPO round; returns its metrics."""
+        wall_start = time.perf_counter()
         timer = PhaseTimer()
         cfg = self.cfg
         G = cfg.rollout.n
@@ -129,14 +130,17 @@ class Trainer:
             rewards = self.rewards.score_batch([(g.text, s.answer, s.problem_type) for g, s in zip(flat, samples)])
         self.counters["reward_timeouts"] += sum(r.timed_out for r in rewards)
         adv = group_advantages(torch.tensor([r.total for r in rewards], dtype=torch.float32), G, cfg.grpo.eps)
+        learner_start = time.perf_counter()
         try:
             stats = self.learner.train_round(prompts, generations, adv.advantages.tolist())
         except Exception as exc:
             if _is_actor_death(exc):
                 raise LearnerDied(f"round {step + 1}: a learner rank died: {exc}") from None
             raise
+        learner_wall = time.perf_counter() - learner_start
         for name in ("logprobs", "update"):
             timer.seconds[name] += stats.pop(f"time/{name}", 0.0)
+        stats["time/learner_dispatch"] = learner_wall - timer.seconds["logprobs"] - timer.seconds["update"]
         if stats.get("train/skipped_nonfinite", 0.0) > 0:
             self.counters["nonfinite_updates"] += stats["train/skipped_nonfinite"]
             log.warning("round %d: non-finite loss in %d update(s); those updates were skipped",
@@ -146,7 +150,9 @@ class Trainer:
         metrics = {**rollout_metrics(samples, flat, rewards, G), **stats, **timer.as_metrics()}
         tokens = sum(len(g.token_ids) for g in flat)
         metrics["throughput/rollout_tokens_per_s"] = tokens / max(timer.seconds["rollout"], 1e-9)
-        metrics["time/round"] = sum(timer.seconds.values())
+        metrics["time/phases"] = sum(timer.seconds.values())
+        metrics["time/round"] = time.perf_counter() - wall_start
+        metrics["time/overhead"] = metrics["time/round"] - metrics["time/phases"]
         metrics["data/samples_consumed"] = float(self.stream.samples_consumed)
         metrics.update({f"counters/{k}": float(v) for k, v in self.counters.items()})
         return metrics
