@@ -28,7 +28,8 @@ class SamplingSettings:
     seed: Optional[int] = None
     """Sample j of a prompt uses seed + j (vLLM's own rule for n > 1), so both fan-outs agree."""
     stop: tuple[str, ...] = ()
-    """Stop strings; the text and tokens up to and including the one that completes it are kept."""
+    """Stop strings: decoding ends at the token that completes one; that token is kept whole in
+    `token_ids` (so prompt + tokens continue exactly), the text is cut right after the string."""
 
     @classmethod
     def from_config(cls, rollout) -> "SamplingSettings":

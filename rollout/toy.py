@@ -40,19 +40,23 @@ def toy_samples(count: int, *, sure_every: int = 2) -> list[Sample]:
     return samples
 
 
-def toy_clip(family: str, seed: int, frames: int = 4) -> Clip:
-    """Random frames of 2x3 merge units (sides multiples of 2 * patch): a handful of video tokens."""
+def toy_clip(family: str, seed: int, frames: int = 4, units: tuple[int, int] = (2, 3)) -> Clip:
+    """Random frames of `units` (rows, cols) merge units, sides multiples of 2 * patch.
+
+    A clip costs frames / 2 * rows * cols video tokens: 12 by default.
+    """
     unit = 28 if family == "qwen2_5_vl" else 32
     rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(frames, 2 * unit, 3 * unit, 3), dtype=np.uint8)
+    pixels = rng.integers(0, 256, size=(frames, units[0] * unit, units[1] * unit, 3), dtype=np.uint8)
     indices = list(range(0, 2 * frames, 2))
     return Clip(frames=pixels, indices=indices, video_fps=4.0, total_frames=2 * frames, duration=frames / 2.0, sample_fps=2.0)
 
 
-def toy_inputs(model_dir: str | Path, samples: list[Sample], *, seed: int = 0) -> list[ModelInput]:
+def toy_inputs(model_dir: str | Path, samples: list[Sample], *, seed: int = 0, frames: int = 4,
+               units: tuple[int, int] = (2, 3)) -> list[ModelInput]:
     """Rendered prompts, one random clip per sample (seeded by position)."""
     renderer = PromptRenderer(str(model_dir))
-    return [renderer.render(s, toy_clip(renderer.family, seed + i)) for i, s in enumerate(samples)]
+    return [renderer.render(s, toy_clip(renderer.family, seed + i, frames, units)) for i, s in enumerate(samples)]
 
 
 def toy_target(sample: Sample, rng: np.random.Generator) -> str:

@@ -152,16 +152,17 @@ def test_loaded_weights_drive_the_engine(tiny_qwen3, qwen3_vllm):
     assert any(name.startswith("model.language_model.") for name in weights), "names as transformers 5 holds them"
     qwen3_vllm.load_weights(weights.items())
     after = qwen3_vllm.generate(inputs, greedy)
+    assert [g[0].token_ids for g in after] != [g[0].token_ids for g in before]
+    # Teacher-forced, not generated, references: a random model's near-ties could let two correct
+    # implementations pick different greedy tokens.
     reference = HFEngine(str(tiny_qwen3))
     reference.load_weights(weights.items())
-    expected = reference.generate(inputs, greedy)
-    assert [g[0].token_ids for g in after] != [g[0].token_ids for g in before]
-    for got, want, mi in zip(after, expected, inputs):
-        assert got[0].token_ids == want[0].token_ids
-        assert max(abs(a - b) for a, b in zip(got[0].logprobs, want[0].logprobs)) < 1e-2
-        assert max(abs(a - b) for a, b in zip(reference.score(mi, got[0].token_ids), got[0].logprobs)) < 1e-2
-    original = HFEngine(str(tiny_qwen3)).model.named_parameters()
-    qwen3_vllm.load_weights((n, p.detach()) for n, p in original)
+    stale = HFEngine(str(tiny_qwen3))
+    for got, mi in zip(after, inputs):
+        ids, lps = got[0].token_ids, got[0].logprobs
+        assert max(abs(a - b) for a, b in zip(reference.score(mi, ids), lps)) < 1e-2
+        assert max(abs(a - b) for a, b in zip(stale.score(mi, ids), lps)) > 0.1
+    qwen3_vllm.load_weights((n, p.detach()) for n, p in stale.model.named_parameters())
     restored = qwen3_vllm.generate(inputs, greedy)
     assert [g[0].token_ids for g in restored] == [g[0].token_ids for g in before]
     assert all(math.isclose(a, b, abs_tol=1e-4) for x, y in zip(restored, before) for a, b in zip(x[0].logprobs, y[0].logprobs))
