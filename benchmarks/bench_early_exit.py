@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rl.runtime import configure_environment  # noqa: E402
 
 configure_environment("cpu")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs to stdout; the output is one JSON object
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the one JSON object
 
 from rollout.early_exit import MODES, EarlyExitDecoder  # noqa: E402
 from rollout.engine import EngineSpec, build_engine  # noqa: E402

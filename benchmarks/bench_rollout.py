@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rl.runtime import configure_environment  # noqa: E402
 
 configure_environment("cpu")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs to stdout; the output is one JSON object
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the one JSON object
 
 from rollout.engine import EngineSpec, VLLMEngine  # noqa: E402
 from rollout.hf_engine import HFEngine  # noqa: E402

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -154,6 +155,7 @@ def run_inference(
 
 def infer(cfg_or_args: Union[argparse.Namespace, Config]) -> int:
     """CLI entry: parsed `thinkonce infer` arguments, or a Config (model.path on data.train)."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the summary JSON only
     if isinstance(cfg_or_args, Config):
         cfg = cfg_or_args
         summary = run_inference(cfg, cfg.model.path, cfg.data.train)
