@@ -148,8 +148,9 @@ class HFEngine:
         ids = list(mi.prompt_ids) + prefix
         input_ids = torch.tensor([ids], device=self.device)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        media = _media_digest(mi)
-        cached = self._cache.pop((media, tuple(ids[:-1])), None) if prefix and sampling.n == 1 else None
+        # Only single-sample greedy decodes are kept or continued: no need to hash pixels otherwise.
+        media = _media_digest(mi) if sampling.n == 1 and self.cache_entries and (prefix or sampling.greedy) else ""
+        cached = self._cache.pop((media, tuple(ids[:-1])), None) if prefix and media else None
         if cached is not None:
             # The cache covers all but the last token; positions continue from the prompt's mrope offset.
             kwargs["past_key_values"] = cached.cache
@@ -183,7 +184,7 @@ class HFEngine:
         for row in range(new.shape[0]):
             gens.append(self._row(new[row].tolist(), logprobs[row], stops.hit_len[row] if stops else None, sampling))
         self._generated_tokens += sum(len(g.token_ids) for g in gens)
-        if sampling.greedy and sampling.n == 1 and self.cache_entries:
+        if sampling.greedy and media:
             self._keep(media, ids + gens[0].token_ids[:-1], out.past_key_values)
         return gens
 
