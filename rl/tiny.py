@@ -163,7 +163,10 @@ def build_processor(family: Family, tokenizer):
     f = 2 * patch
     # Per-frame bounds of the training recipe (method.md section 5); frames arrive already resized.
     size = {"shortest_edge": 16 * f * f, "longest_edge": 768 * f * f}
-    image = Qwen2VLImageProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
+    # Qwen3-VL normalises images and videos alike with mean = std = 0.5 (vLLM applies the image
+    # processor's values to videos too, so the two must agree); Qwen2.5-VL uses CLIP's statistics.
+    norm = {} if family == "qwen2_5_vl" else {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    image = Qwen2VLImageProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size, **norm)
     if family == "qwen2_5_vl":
         video = Qwen2VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
         return Qwen2_5_VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video, chat_template=CHAT_TEMPLATE)
