@@ -38,16 +38,18 @@ def init_ray(cfg: Config, device: Device) -> None:
 
 
 def check_resources(cfg: Config, device: Device) -> None:
-    """Fail early, naming the config keys, when the cluster cannot hold the run."""
+    """Fail early, naming the config keys, when the cluster cannot hold the run (every shortfall at once)."""
     import ray
 
     have = ray.cluster_resources()
-    for resource, amount in required(cfg, device).items():
-        if have.get(resource, 0.0) + 1e-9 < amount:
-            detail = (f"rollout.num_engines ({cfg.rollout.num_engines}) x rollout.tensor_parallel_size "
-                      f"({cfg.rollout.tensor_parallel_size}) + learner.world_size ({cfg.learner.world_size})"
-                      if resource == "GPU" else
-                      f"{cfg.rollout.num_engines} engines + {cfg.learner.world_size} learner ranks + "
-                      f"{cfg.reward.num_workers} reward workers")
-            raise RuntimeError(f"the Ray cluster has {have.get(resource, 0.0):g} {resource} but the config needs "
-                               f"{amount:g}: {detail}. Lower those keys or add nodes.")
+    why = {
+        "GPU": (f"rollout.num_engines ({cfg.rollout.num_engines}) x rollout.tensor_parallel_size "
+                f"({cfg.rollout.tensor_parallel_size}) + learner.world_size ({cfg.learner.world_size})"),
+        "CPU": (f"one per actor: rollout.num_engines ({cfg.rollout.num_engines}) + learner.world_size "
+                f"({cfg.learner.world_size}) + reward.num_workers ({cfg.reward.num_workers})"),
+    }
+    short = [f"{have.get(resource, 0.0):g} {resource} but the config needs {amount:g}: {why[resource]}"
+             for resource, amount in sorted(required(cfg, device).items(), reverse=True)
+             if have.get(resource, 0.0) + 1e-9 < amount]
+    if short:
+        raise RuntimeError("the Ray cluster has " + "; and ".join(short) + ". Lower those keys or add nodes.")

@@ -39,9 +39,8 @@ def rollout_metrics(
     samples: Sequence[Sample],
     generations: Sequence[Generation],
     rewards: Sequence[RewardBreakdown],
-    group_size: int,
 ) -> dict[str, float]:
-    """Reward total and parts (overall and per problem type), lengths, truncation, zero-variance groups.
+    """Reward total and parts (overall and per problem type), response lengths, truncation, timeouts.
 
     `samples[i]` is the prompt of `generations[i]` (already repeated G times).
     """
@@ -69,8 +68,6 @@ def rollout_metrics(
     out["response/length_max"] = float(max(lengths, default=0))
     out["response/truncation_rate"] = sum(g.finish_reason == "length" for g in generations) / max(n, 1)
     out["reward/timeouts"] = float(sum(r.timed_out for r in rewards))
-    groups = [rewards[i : i + group_size] for i in range(0, n, group_size)]
-    out["grpo/zero_variance_groups"] = sum(len({r.total for r in g}) == 1 for g in groups) / max(len(groups), 1)
     return out
 
 

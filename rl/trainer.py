@@ -147,7 +147,8 @@ class Trainer:
                         step + 1, int(stats["train/skipped_nonfinite"]))
         with timer.phase("sync"):
             stats.update(self._sync())
-        metrics = {**rollout_metrics(samples, flat, rewards, G), **stats, **timer.as_metrics()}
+        metrics = {**rollout_metrics(samples, flat, rewards), **stats, **timer.as_metrics()}
+        metrics["grpo/zero_variance_groups"] = adv.zero_variance_fraction
         tokens = sum(len(g.token_ids) for g in flat)
         metrics["throughput/rollout_tokens_per_s"] = tokens / max(timer.seconds["rollout"], 1e-9)
         metrics["time/phases"] = sum(timer.seconds.values())
