@@ -27,7 +27,7 @@ PYTHON=${PYTHON:-python3}
 PY="$VENV/bin/python"
 PIP="$PY -m pip --disable-pip-version-check"
 
-$PIP install -q --upgrade pip wheel "setuptools>=68,<80"
+$PIP install -q --upgrade pip wheel "setuptools>=77,<80"
 $PIP install -q torch==2.13.0
 CONSTRAINTS="$VENV/thinkonce-constraints.txt"
 echo "torch==2.13.0" > "$CONSTRAINTS"

@@ -77,6 +77,23 @@ def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
         assert ma["reward/total"] == pytest.approx(mb["reward/total"], abs=1e-9)
 
 
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_qwen25, tmp_path):
+    run = tmp_path / "run"
+    args = [a for a in _overrides(tiny_qwen25, tmp_path / "syn", run, 50) if "save_every" not in a]
+    proc = _train(["--resume", "none", *args, "trainer.save_every=1000"])
+    deadline = time.time() + 600
+    while not read_metrics(run):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first round"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = _finish(proc, timeout=300)
+    assert "SIGTERM" in out
+    done = len(read_metrics(run))
+    assert 1 <= done < 50
+    manifest = json.loads((run / "checkpoints" / f"step-{done:06d}" / "manifest.json").read_text())
+    assert manifest["step"] == done and manifest["samples_consumed"] == 2 * done
+
+
 def test_resume_exactly_at_epoch_boundary_trains_the_next_epoch(tiny_qwen25, tmp_path):
     synthetic, run = tmp_path / "synthetic", tmp_path / "run"
     args = _overrides(tiny_qwen25, synthetic, run, 4)
@@ -89,13 +106,13 @@ def test_resume_exactly_at_epoch_boundary_trains_the_next_epoch(tiny_qwen25, tmp
     assert sorted(first_epoch) == sorted(second_epoch) and len(set(first_epoch)) == 4
 
 
-def test_killed_engine_is_replaced_and_counted(tiny_qwen25, tmp_path):
+def test_dead_engine_is_replaced_and_dead_learner_ends_with_resume_hint(tiny_qwen25, tmp_path):
     import ray
 
     from launch.placement import init_ray
     from rl.config import load_config
     from rl.data.synthetic import generate_synthetic
-    from rl.trainer import Trainer
+    from rl.trainer import LearnerDied, Trainer
 
     cfg = load_config(REPO / "configs/tiny_cpu.yaml", _overrides(tiny_qwen25, tmp_path / "syn", tmp_path / "run", 3))
     samples = generate_synthetic(cfg.data.synthetic_dir, cfg.data.synthetic_num_samples, seed=0)
@@ -105,10 +122,15 @@ def test_killed_engine_is_replaced_and_counted(tiny_qwen25, tmp_path):
         trainer.train_round(0)
         ray.kill(trainer.rollout.actors[0], no_restart=True)
         metrics = trainer.train_round(1)
-        assert metrics["counters/engine_restarts"] == 1
+        assert metrics["counters/engine_restarts"] == 1 and trainer.rollout.restarts == 1
         metrics = trainer.train_round(2)
-        assert metrics["reward/total"] == metrics["reward/total"]
-        assert trainer.rollout.restarts == 1
+        assert metrics["counters/engine_restarts"] == 1, "the replacement kept working"
+
+        ray.kill(trainer.learner.workers[0], no_restart=True)
+        start = time.monotonic()
+        with pytest.raises(LearnerDied, match="--resume auto"):
+            trainer.run("none")
+        assert time.monotonic() - start < 120, "a dead learner rank ends the run, it does not hang it"
     finally:
         trainer.shutdown()
         ray.shutdown()
