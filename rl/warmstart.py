@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from rl.config import DataConfig, ModelConfig
-from rl.types import Sample
+from rl.types import ModelInput, Sample
 
 ARTIFACTS = Path("artifacts")
 THOUGHTS = ("I see the video.", "Let me look at the frames again.", "The object is clear in the frames.")
@@ -69,25 +69,38 @@ def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: 
             continue
     if not inputs:
         raise ValueError("warm start: no usable sample")
+    loss = torch.zeros(())
     for _ in range(steps):
         mi = inputs[int(rng.integers(len(inputs)))]
         target = builder.tokenizer(format_target(mi.sample, rng), add_special_tokens=False)["input_ids"] + [eos]
-        ids = torch.tensor([mi.prompt_ids + target])
-        labels = ids.clone()
-        labels[0, : len(mi.prompt_ids)] = -100
-        extra = dict(mi.hf_inputs)
-        if "mm_token_type_ids" in extra:
-            extra["mm_token_type_ids"] = torch.cat(
-                [extra["mm_token_type_ids"], torch.zeros((1, len(target)), dtype=extra["mm_token_type_ids"].dtype)], dim=1)
-        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, **extra).loss
+        loss = response_loss(model, mi, target)
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
+    meta = {"warm_start_steps": steps, "final_loss": float(loss), "seed": seed}
+    return save_model_dir(model, builder.renderer.processor, out_dir, "thinkonce_tiny.json", meta)
+
+
+def response_loss(model: torch.nn.Module, mi: ModelInput, target: list[int]) -> torch.Tensor:
+    """Teacher-forced cross-entropy of `target` after the prompt (prompt tokens carry no loss)."""
+    ids = torch.tensor([mi.prompt_ids + target])
+    labels = ids.clone()
+    labels[0, : len(mi.prompt_ids)] = -100
+    extra = dict(mi.hf_inputs)
+    if "mm_token_type_ids" in extra:
+        types = extra["mm_token_type_ids"]
+        extra["mm_token_type_ids"] = torch.cat([types, torch.zeros((1, len(target)), dtype=types.dtype)], dim=1)
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, **extra).loss
+
+
+def save_model_dir(model: torch.nn.Module, processor: Any, out_dir: Path, marker: str, meta: dict[str, Any]) -> Path:
+    """Write an HF model directory under a temporary name and rename it into place when complete."""
+    out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    builder.renderer.processor.save_pretrained(tmp)
-    (tmp / "thinkonce_tiny.json").write_text(json.dumps({"warm_start_steps": steps, "final_loss": float(loss), "seed": seed}))
+    processor.save_pretrained(tmp)
+    (tmp / marker).write_text(json.dumps(meta))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return out_dir

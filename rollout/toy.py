@@ -9,7 +9,6 @@ questions (it stays unsure: it thinks). Frames are random numpy arrays, so no de
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +18,7 @@ import torch
 from rl.prompts import PromptRenderer
 from rl.tiny import model_family
 from rl.types import Clip, ModelInput, Sample
+from rl.warmstart import response_loss, save_model_dir
 
 SURE_QUESTION = "What colour is the square?"
 SURE_OPTIONS = ["red", "green", "blue", "yellow"]
@@ -92,26 +92,13 @@ def build_confident_model(base_dir: str | Path, out_dir: str | Path, *, steps: i
         loss = 0.0
         for mi in (inputs[(2 * step) % len(inputs)], inputs[(2 * step + 1) % len(inputs)]):
             target = renderer.tokenizer(toy_target(mi.sample, rng), add_special_tokens=False)["input_ids"] + [eos]
-            ids = torch.tensor([mi.prompt_ids + target])
-            labels = ids.clone()
-            labels[0, : len(mi.prompt_ids)] = -100
-            extra = dict(mi.hf_inputs)
-            extra["mm_token_type_ids"] = torch.cat(
-                [extra["mm_token_type_ids"], torch.zeros((1, len(target)), dtype=extra["mm_token_type_ids"].dtype)], dim=1)
-            pair_loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, **extra).loss / 2
+            pair_loss = response_loss(model, mi, target) / 2
             pair_loss.backward()
             loss += pair_loss.item()
         optim.step()
         optim.zero_grad(set_to_none=True)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    renderer.processor.save_pretrained(tmp)
-    (tmp / "thinkonce_toy.json").write_text(json.dumps({"settings": settings, "final_loss": loss,
-                                                         "family": model_family(base_dir)}))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    meta = {"settings": settings, "final_loss": loss, "family": model_family(base_dir)}
+    return save_model_dir(model, renderer.processor, out, "thinkonce_toy.json", meta)
 
 
 def confident_model(artifacts: str | Path, family: str = "qwen2_5_vl", *, steps: Optional[int] = None) -> Path:

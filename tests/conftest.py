@@ -33,3 +33,11 @@ def tiny_qwen25() -> Path:
 def tiny_qwen3() -> Path:
     """A tiny random Qwen3-VL model directory."""
     return _tiny("qwen3_vl")
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tiny_qwen25) -> Path:
+    """A tiny Qwen2.5-VL trained to be confident on part of the toy prompts (rollout.toy)."""
+    from rollout.toy import confident_model
+
+    return confident_model(tiny_qwen25.parent, "qwen2_5_vl")

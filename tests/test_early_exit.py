@@ -15,7 +15,7 @@ from rollout.early_exit import EarlyExitDecoder, a1_confidence, default_tau, is_
 from rollout.engine import EngineSpec, VLLMEngine
 from rollout.hf_engine import HFEngine
 from rollout.sampling import SamplingSettings
-from rollout.toy import confident_model, toy_inputs, toy_samples
+from rollout.toy import toy_inputs, toy_samples
 
 TAU = 0.97
 
@@ -82,11 +82,6 @@ def test_default_tau_by_family():
     assert default_tau("qwen2_5_vl") == 0.97 and default_tau("qwen3_vl") == 0.98
     with pytest.raises(ValueError):
         default_tau("llava")
-
-
-@pytest.fixture(scope="module")
-def toy_dir(tiny_qwen25):
-    return confident_model(tiny_qwen25.parent, "qwen2_5_vl")
 
 
 @pytest.fixture(scope="module")

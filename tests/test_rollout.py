@@ -15,14 +15,9 @@ import torch
 from rollout.engine import EngineSpec, VLLMEngine
 from rollout.hf_engine import HFEngine
 from rollout.sampling import SamplingSettings, suppressed_token_ids
-from rollout.toy import confident_model, toy_inputs, toy_samples
+from rollout.toy import toy_inputs, toy_samples
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def toy_dir(tiny_qwen25):
-    return confident_model(tiny_qwen25.parent, "qwen2_5_vl")
 
 
 @pytest.fixture(scope="module")
