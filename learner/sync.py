@@ -102,7 +102,8 @@ def broadcast(group: dist.ProcessGroup, tensor: torch.Tensor, deadline: float, w
 class WeightSender:
     """Group rank 0 (learner rank 0): streams the trainable tensors as fixed-size byte buckets.
 
-    Two bucket buffers alternate, so packing bucket i+1 overlaps the transfer of bucket i.
+    Two bucket buffers alternate, so packing bucket i+1 (and gathering it, under ZeRO-3) overlaps
+    the transfer of bucket i; tensors are copied out of the source before it advances.
     """
 
     def __init__(self, spec: SyncGroupSpec, metas: Sequence[ParamMeta], device: torch.device | str = "cpu") -> None:
@@ -123,12 +124,11 @@ class WeightSender:
         in_flight: Optional[tuple[dist.Work, str]] = None
         cuda = self.device.type == "cuda"
         for i, bucket in enumerate(self.buckets):
+            # Always packed into our own buffer: under ZeRO-3 a gathered tensor is released as soon
+            # as the source advances, which can happen while its broadcast is still in flight.
             flats = [_as_bytes(next(source), meta) for meta in bucket]
-            if len(flats) == 1:
-                payload = flats[0]  # a tensor that fills its bucket alone travels without a copy
-            else:
-                payload = self._buffers[i % 2][: sum(f.numel() for f in flats)]
-                torch.cat(flats, out=payload)
+            payload = self._buffers[i % 2][: sum(f.numel() for f in flats)]
+            torch.cat(flats, out=payload)
             if in_flight is not None:
                 finish(in_flight[0], deadline, in_flight[1], cuda)
             what = f"bucket {i + 1}/{len(self.buckets)}"
@@ -154,9 +154,11 @@ class WeightReceiver:
     """An engine worker's end: yields (name, tensor) lazily, one bucket at a time.
 
     Lazy, so the model loader consumes tensors while later buckets are still arriving: bucket i+1
-    is already being received while the loader takes bucket i. Every bucket gets its own buffer,
-    so a yielded tensor stays valid for as long as the loader keeps it (vLLM's CPU reload path
-    holds tensors across the whole iterator; reusing buffers would corrupt them).
+    is already being received while the loader takes bucket i. Every bucket has its own buffer,
+    so a yielded tensor stays valid until the next sync (vLLM's CPU reload path holds tensors
+    across the whole iterator; sharing buffers within a sync would corrupt them). On CPU the
+    buffers are kept from one sync to the next: the CPU allocator hands large blocks back to the
+    OS, so fresh ones would page-fault on every sync (CUDA's caching allocator reuses its blocks).
     """
 
     def __init__(self, spec: SyncGroupSpec, rank: int, metas: Sequence[ParamMeta], device: torch.device | str = "cpu") -> None:
@@ -165,6 +167,15 @@ class WeightReceiver:
         self.buckets = plan_buckets(self.metas, spec.bucket_bytes)
         self.device = torch.device(device)
         self.group = join_group(spec, rank)
+        self._kept: dict[int, torch.Tensor] = {}
+
+    def _buffer(self, i: int) -> torch.Tensor:
+        if i in self._kept:
+            return self._kept[i]
+        buffer = torch.empty(sum(m.nbytes for m in self.buckets[i]), dtype=torch.uint8, device=self.device)
+        if self.device.type == "cpu":
+            self._kept[i] = buffer
+        return buffer
 
     def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
         deadline = time.monotonic() + self.spec.timeout_s
@@ -172,7 +183,7 @@ class WeightReceiver:
         whats = [f"bucket {i + 1}/{len(self.buckets)}" for i in range(len(self.buckets))]
 
         def post(i: int) -> tuple[dist.Work, torch.Tensor]:
-            buffer = torch.empty(sum(m.nbytes for m in self.buckets[i]), dtype=torch.uint8, device=self.device)
+            buffer = self._buffer(i)
             return start_broadcast(self.group, buffer, whats[i]), buffer
 
         work, buffer = post(0)
