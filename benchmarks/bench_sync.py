@@ -19,7 +19,7 @@ import time
 import torch
 
 from learner.params import ParamMeta
-from learner.sync import SyncGroupSpec, WeightReceiver, WeightSender, broadcast, free_port, join_group
+from learner.sync import SyncGroupSpec, WeightReceiver, WeightSender, broadcast, free_port
 
 
 def transformer_like(total_bytes: int, hidden: int = 1024) -> list[ParamMeta]:

@@ -106,6 +106,14 @@ class EngineSpec:
         return dataclasses.replace(self, **changes)
 
 
+def checked_prefixes(inputs: Sequence[ModelInput], prefixes: Optional[Sequence[Sequence[int]]]) -> Sequence[Sequence[int]]:
+    """One (possibly empty) continuation prefix per input."""
+    prefixes = prefixes if prefixes is not None else [()] * len(inputs)
+    if len(prefixes) != len(inputs):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(inputs)} inputs")
+    return prefixes
+
+
 def prompt_seed(seed: Optional[int], sample_id: str) -> Optional[int]:
     """A per-prompt seed from the call's seed and the sample id.
 
@@ -219,9 +227,7 @@ class VLLMEngine:
         prefixes: Optional[Sequence[Sequence[int]]] = None,
     ) -> list[list[Generation]]:
         """Per input, `sampling.n` generations with raw log-probs; continues after `prefixes[i]` if given."""
-        prefixes = prefixes if prefixes is not None else [()] * len(inputs)
-        if len(prefixes) != len(inputs):
-            raise ValueError(f"{len(prefixes)} prefixes for {len(inputs)} inputs")
+        prefixes = checked_prefixes(inputs, prefixes)
         per_request = sampling.n if self.fanout == "requests" else 1
         prompts, params = [], []
         for mi, prefix in zip(inputs, prefixes):

@@ -22,7 +22,7 @@ import torch
 from learner.params import ParamMeta
 from learner.sync import SyncGroupSpec, WeightReceiver
 from rl.types import Generation, ModelInput
-from rollout.engine import NamedTensors, prompt_seed
+from rollout.engine import NamedTensors, checked_prefixes, prompt_seed
 from rollout.sampling import SamplingSettings, response_text, suppressed_token_ids
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -133,9 +133,7 @@ class HFEngine:
         prefixes: Optional[Sequence[Sequence[int]]] = None,
     ) -> list[list[Generation]]:
         """Per input, `sampling.n` generations with raw log-probs; continues after `prefixes[i]` if given."""
-        prefixes = prefixes if prefixes is not None else [()] * len(inputs)
-        if len(prefixes) != len(inputs):
-            raise ValueError(f"{len(prefixes)} prefixes for {len(inputs)} inputs")
+        prefixes = checked_prefixes(inputs, prefixes)
         start = time.perf_counter()
         results = [self._generate_one(mi, list(prefix), sampling) for mi, prefix in zip(inputs, prefixes)]
         self._busy_s += time.perf_counter() - start

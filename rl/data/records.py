@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+from rl.grammar import last_boxed
 from rl.types import PROBLEM_TYPES, Answer, Sample
 
 logger = logging.getLogger(__name__)
@@ -64,19 +65,6 @@ def render_options(question: str, options: list[str]) -> str:
     if all(line in question for line in lines):
         return question
     return question.rstrip() + "\n" + "\n".join(lines)
-
-
-def last_boxed(text: str) -> Optional[str]:
-    """Contents of the last `\\boxed{...}` (braces balanced to any depth), or None."""
-    start = text.rfind("\\boxed{")
-    while start != -1:
-        depth, i = 0, start + len("\\boxed")
-        for j in range(i, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            if depth == 0:
-                return text[i + 1 : j]
-        start = text.rfind("\\boxed{", 0, start)
-    return None
 
 
 def strip_answer_markup(text: str) -> str:
