@@ -84,6 +84,41 @@ def bench(cfg: Config, model_dir: Path, data, rounds: int) -> dict:
     }
 
 
+def run(family: str = "qwen2_5_vl", zero: int = 2, ranks_list: tuple[int, ...] = (1, 2), prompts: int = 2, group: int = 8,
+        response_tokens: int = 64, steps: int = 2, rounds: int = 3, micro_batch_tokens: int = 4096) -> dict:
+    """The figures for each learner world size in `ranks_list` (starts and stops its own local Ray)."""
+    configure_environment("cpu")
+    import ray
+
+    results: dict = {
+        "benchmark": "learner GRPO round (tiny model, CPU, gloo)",
+        "family": family,
+        "zero_stage": zero,
+        "round": {"prompts": prompts, "group": group, "response_tokens": response_tokens, "steps": steps},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+        "ranks": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny(family, Path(tmp) / "tiny")
+        data = make_round(model_dir, prompts, group, response_tokens)
+        ray.init(num_cpus=max(ranks_list) + 2, include_dashboard=False, log_to_driver=False)
+        try:
+            for ranks in ranks_list:
+                cfg = Config.model_validate(
+                    {
+                        "model": {"path": str(model_dir)},
+                        "learner": {"world_size": ranks, "zero_stage": zero, "micro_batch_tokens": micro_batch_tokens},
+                        "trainer": {"prompts_per_round": prompts, "steps_per_round": steps},
+                        "rollout": {"n": group},
+                        "cluster": {"device": "cpu"},
+                    }
+                )
+                results["ranks"][str(ranks)] = bench(cfg, model_dir, data, rounds)
+        finally:
+            ray.shutdown()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
@@ -96,36 +131,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--micro-batch-tokens", type=int, default=4096)
     args = parser.parse_args()
-    configure_environment("cpu")
-    import ray
-
-    results: dict = {
-        "benchmark": "learner GRPO round (tiny model, CPU, gloo)",
-        "family": args.family,
-        "zero_stage": args.zero,
-        "round": {"prompts": args.prompts, "group": args.group, "response_tokens": args.response_tokens, "steps": args.steps},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
-        "ranks": {},
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny(args.family, Path(tmp) / "tiny")
-        data = make_round(model_dir, args.prompts, args.group, args.response_tokens)
-        ray.init(num_cpus=max(args.ranks) + 2, include_dashboard=False, log_to_driver=False)
-        try:
-            for ranks in args.ranks:
-                cfg = Config.model_validate(
-                    {
-                        "model": {"path": str(model_dir)},
-                        "learner": {"world_size": ranks, "zero_stage": args.zero, "micro_batch_tokens": args.micro_batch_tokens},
-                        "trainer": {"prompts_per_round": args.prompts, "steps_per_round": args.steps},
-                        "rollout": {"n": args.group},
-                        "cluster": {"device": "cpu"},
-                    }
-                )
-                results["ranks"][str(ranks)] = bench(cfg, model_dir, data, args.rounds)
-        finally:
-            ray.shutdown()
-    print(json.dumps(results))
+    print(json.dumps(run(args.family, args.zero, tuple(args.ranks), args.prompts, args.group, args.response_tokens,
+                         args.steps, args.rounds, args.micro_batch_tokens)))
 
 
 if __name__ == "__main__":

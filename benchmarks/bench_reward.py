@@ -139,8 +139,7 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 def _run_single(items: list[Item], timeout_s: float) -> tuple[dict[str, Any], list[RewardBreakdown]]:
     scorer = RewardScorer(timeout_s)
-    scorer.score_one("\\boxed{1}<think>.</think>\\boxed{1}", "1", "math")
-    scorer.timeouts = 0
+    scorer.warm_up()
     cpu = time.process_time()
     start = time.perf_counter()
     results = scorer.score_many(items)

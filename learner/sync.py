@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterable, Iterator, Optional, Sequence
@@ -102,8 +103,11 @@ def broadcast(group: dist.ProcessGroup, tensor: torch.Tensor, deadline: float, w
 class WeightSender:
     """Group rank 0 (learner rank 0): streams the trainable tensors as fixed-size byte buckets.
 
-    Two bucket buffers alternate, so packing bucket i+1 (and gathering it, under ZeRO-3) overlaps
-    the transfer of bucket i; tensors are copied out of the source before it advances.
+    A bucket whose tensors lie back to back in one storage (ZeRO-1/2 parameters are views of
+    DeepSpeed's flat buffers, and the learner lists them in memory order) is broadcast in place,
+    with no copy. Any other bucket is packed into one of two buffers that alternate, so packing
+    bucket i+1 (and gathering it, under ZeRO-3) overlaps the transfer of bucket i. Up to two
+    buckets are in flight, so the wire never waits for the next bucket's packing to be noticed.
     """
 
     def __init__(self, spec: SyncGroupSpec, metas: Sequence[ParamMeta], device: torch.device | str = "cpu") -> None:
@@ -115,28 +119,41 @@ class WeightSender:
         largest = max(sum(m.nbytes for m in b) for b in self.buckets)
         self._buffers = [torch.empty(largest, dtype=torch.uint8, device=self.device) for _ in range(2)]
 
-    def send(self, tensors: Iterable[torch.Tensor]) -> dict[str, float]:
-        """Broadcast `tensors` (in `metas` order, full shapes); returns bytes and seconds."""
+    def send(self, tensors: Iterable[torch.Tensor], stable: bool = False) -> dict[str, float]:
+        """Broadcast `tensors` (in `metas` order, full shapes); returns bytes, seconds and buckets sent in place.
+
+        `stable`: the tensors stay valid and unchanged until send returns (parameters under ZeRO-0/1/2),
+        so back-to-back ones may be sent in place. Under ZeRO-3 a gathered tensor is released as soon
+        as the source advances, possibly while its broadcast is in flight: such sources pack.
+        """
         deadline = time.monotonic() + self.spec.timeout_s
         start = time.perf_counter()
         source = iter(tensors)
-        sent = 0
-        in_flight: Optional[tuple[dist.Work, str]] = None
+        sent = in_place = 0
+        in_flight: deque[tuple[dist.Work, str]] = deque()
         cuda = self.device.type == "cuda"
         for i, bucket in enumerate(self.buckets):
-            # Always packed into our own buffer: under ZeRO-3 a gathered tensor is released as soon
-            # as the source advances, which can happen while its broadcast is still in flight.
             flats = [_as_bytes(next(source), meta) for meta in bucket]
-            payload = self._buffers[i % 2][: sum(f.numel() for f in flats)]
-            torch.cat(flats, out=payload)
-            if in_flight is not None:
-                finish(in_flight[0], deadline, in_flight[1], cuda)
+            payload = _back_to_back(flats) if stable else None
+            if len(in_flight) == 2:  # bucket i-2 used the buffer we may pack into now
+                work, what = in_flight.popleft()
+                finish(work, deadline, what, cuda)
+            if payload is None:
+                payload = self._buffers[i % 2][: sum(f.numel() for f in flats)]
+                torch.cat(flats, out=payload)
+            else:
+                in_place += 1
             what = f"bucket {i + 1}/{len(self.buckets)}"
-            in_flight = (start_broadcast(self.group, payload, what), what)
+            in_flight.append((start_broadcast(self.group, payload, what), what))
             sent += payload.numel()
-        if in_flight is not None:
-            finish(in_flight[0], deadline, in_flight[1], cuda)
-        return {"sync/bytes": float(sent), "sync/seconds": time.perf_counter() - start, "sync/buckets": float(len(self.buckets))}
+        for work, what in in_flight:
+            finish(work, deadline, what, cuda)
+        return {
+            "sync/bytes": float(sent),
+            "sync/seconds": time.perf_counter() - start,
+            "sync/buckets": float(len(self.buckets)),
+            "sync/buckets_in_place": float(in_place),
+        }
 
     def close(self) -> None:
         """Release the group's connections (a new group is formed after an engine restart)."""
@@ -148,6 +165,18 @@ def _as_bytes(tensor: torch.Tensor, meta: ParamMeta) -> torch.Tensor:
     if tuple(tensor.shape) != meta.shape or tensor.dtype != meta.dtype:
         raise ValueError(f"weight sync: {meta.name} is {tuple(tensor.shape)} {tensor.dtype}, agreed {meta.shape} {meta.dtype}")
     return tensor.detach().contiguous().view(-1).view(torch.uint8)
+
+
+def _back_to_back(flats: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """One uint8 view over all of `flats` when they lie back to back in one storage, else None."""
+    storage = flats[0].untyped_storage()
+    begin = end = flats[0].data_ptr()
+    for flat in flats:
+        if flat.untyped_storage().data_ptr() != storage.data_ptr() or flat.data_ptr() != end:
+            return None
+        end += flat.numel()
+    view = torch.empty(0, dtype=torch.uint8, device=flats[0].device)
+    return view.set_(storage, begin - storage.data_ptr(), (end - begin,))
 
 
 class WeightReceiver:

@@ -36,11 +36,15 @@ from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
 from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, policy_loss
+from rl.mrope import install_reference_mrope
 from rl.runtime import Device, configure_environment, resolve_device
 from rl.types import ModelInput
 
 # DeepSpeed's ZeRO calls torch collectives that torch 2.13 marks deprecated, once per bucket.
 warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+# Qwen2.5-VL: the text after a video sits where vLLM (and the released model) puts it, not where
+# transformers 5.19 does; for every model of this process, so an exported copy scores the same.
+install_reference_mrope()
 
 CHECKPOINT_TAG = "learner"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -155,6 +159,7 @@ class Learner:
         self.ref = self._reference() if cfg.grpo.kl_coef > 0 else None
         self.sync_spec: Optional[SyncGroupSpec] = None
         self.sender: Optional[WeightSender] = None
+        self._sync_order: Optional[list[ParamMeta]] = None
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -371,12 +376,19 @@ class Learner:
             yield
 
     def named_trainable_parameters_meta(self) -> list[ParamMeta]:
-        """(name, full shape, dtype) of every trainable parameter, in sync order; HF in-memory names (learner.params)."""
-        return [
-            ParamMeta(name, tuple(getattr(p, "ds_shape", p.shape)), p.dtype)
-            for name, p in self.module.named_parameters()
-            if p.requires_grad
-        ]
+        """(name, full shape, dtype) of every trainable parameter, in sync order; HF in-memory names (learner.params).
+
+        Under ZeRO-0/1/2 the sync order is memory order: DeepSpeed's ZeRO-1/2 parameters are views of
+        one flat buffer per parameter group, so consecutive tensors lie back to back and a bucket goes
+        out in place (WeightSender). Under ZeRO-3, module order, the order the gathers run in. Fixed
+        at the first call: the engines agree to it once, whatever happens to the memory later.
+        """
+        if self._sync_order is None:
+            named = [(name, p) for name, p in self.module.named_parameters() if p.requires_grad]
+            if not self.zero3:
+                named.sort(key=lambda item: (item[1].untyped_storage().data_ptr(), item[1].data_ptr()))
+            self._sync_order = [ParamMeta(name, tuple(getattr(p, "ds_shape", p.shape)), p.dtype) for name, p in named]
+        return list(self._sync_order)
 
     def iter_trainable_buckets(self, bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
         """Full trainable tensors, bucket by bucket per `plan_buckets`; collective under ZeRO-3 (all ranks iterate).
@@ -402,7 +414,7 @@ class Learner:
         """Stream the trainable weights to the engines; every rank walks the buckets (ZeRO-3 gathers are collective)."""
         tensors = (t for bucket in self.iter_trainable_buckets(self.sync_spec.bucket_bytes) for _, t in bucket)
         if self.rank == 0:
-            return self.sender.send(tensors)
+            return self.sender.send(tensors, stable=not self.zero3)
         for _ in tensors:
             pass
         return {}

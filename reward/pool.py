@@ -5,7 +5,9 @@ of its own process, where RewardScorer's signal alarm works (math-verify's needs
 actor is a thin shell over RewardScorer.
 
 A batch is cut into chunks (guided self-scheduling: each chunk is the remaining work over twice the
-number of workers, within [min_chunk, max_chunk]), handed to whichever worker is free. A worker
+number of workers, within [min_chunk, max_chunk]), handed to whichever worker is free. The rest of
+a chunk waits behind a stalling sample, so max_chunk is small (64 samples, ~60 ms of typical work);
+a dispatch costs a worker ~2 ms. A worker
 streams its results back (a Ray generator) every `flush_s`, so the pool sees progress inside a
 chunk and can hold each worker to a deadline:
 
@@ -37,9 +39,6 @@ from reward.tasks import check_answer
 from rl.config import RewardConfig
 from rl.types import RewardBreakdown
 
-_WARMUP: Item = ("\\boxed{1}<think>.</think>\\boxed{\\frac{2}{2}}", "1", "math")
-
-
 @ray.remote(max_concurrency=1, max_restarts=0)
 class RewardWorker:
     """A Ray actor around RewardScorer; synchronous, so its methods run on the main thread."""
@@ -48,8 +47,8 @@ class RewardWorker:
         self._scorer = RewardScorer(timeout_s, **weights)
 
     def ready(self) -> int:
-        """Warm math-verify up (it compiles its grammar on first use) and return the worker's pid."""
-        self._scorer.score_one(*_WARMUP)
+        """Pay the scorer's first-use costs before any batch arrives; return the worker's pid."""
+        self._scorer.warm_up()
         return os.getpid()
 
     def score_chunk(self, items: list[Item], flush_s: float) -> Iterator[list[RewardBreakdown]]:
@@ -105,7 +104,7 @@ class RewardPool:
         flush_s: float = 0.05,
         grace_s: float = 1.0,
         min_chunk: int = 8,
-        max_chunk: int = 256,
+        max_chunk: int = 64,
         start_timeout_s: float = 120.0,
     ) -> None:
         if num_workers <= 0 or timeout_s <= 0:

@@ -26,6 +26,25 @@ Item = tuple[str, Answer, str]
 """(response, answer, problem_type)."""
 
 
+def _warmup_item(a1: str, a2: str, answer: Answer, problem_type: str) -> Item:
+    return (f"\\boxed{{{a1}}}<think>.</think>\\boxed{{{a2}}}", answer, problem_type)
+
+
+WARMUP_ITEMS: list[Item] = [
+    _warmup_item("\\frac{6}{8}", "3/4", "\\frac{3}{4}", "math"),
+    _warmup_item("\\sqrt{12}", "2\\sqrt{3}", "2\\sqrt{3}", "math"),
+    _warmup_item("3\\pi", "\\frac{6\\pi}{2}", "3\\pi", "math"),
+    _warmup_item("6\\cdot7", "42", "42", "math"),
+    _warmup_item("0.5", "x^2+1", "\\frac{1}{2}", "math"),
+    _warmup_item("(B)", "B. a red car", "B", "exact_match"),
+    _warmup_item("Yes.", "no", "yes", "exact_match"),
+    _warmup_item("[1.0, 2.5]", "1.0 to 2.5", [1.0, 2.0], "iou"),
+    _warmup_item("(3.5, 1.0)", "no idea", [1.0, 2.0], "iou"),
+    _warmup_item("A <> [1.0, 3.0]", "B <> 1.0 to 2.0", {"answer": "A", "segment": [1.0, 2.0]}, "gqa"),
+]
+"""One item per answer form the task rewards meet: the first of each costs a process ~0.2 s in all
+(math-verify compiles its grammars and sympy imports its modules on first use)."""
+
 
 def timed_out() -> RewardBreakdown:
     """The breakdown of a sample past its limit: it scores 0."""
@@ -91,6 +110,11 @@ class RewardScorer:
             self.timeouts += 1
             return timed_out()
         return result
+
+    def warm_up(self) -> None:
+        """Pay the first-use costs (WARMUP_ITEMS) now, so the first real batch runs at full speed."""
+        self.score_many(WARMUP_ITEMS)
+        self.timeouts = 0
 
     def score_many(self, items: Iterable[Item]) -> list[RewardBreakdown]:
         """Score items in order."""

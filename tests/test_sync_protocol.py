@@ -24,6 +24,17 @@ def _tensors(seed: int) -> list[torch.Tensor]:
     return [torch.randn(m.shape, generator=g).to(m.dtype) for m in METAS]
 
 
+def _in_one_buffer(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The same values as views of one byte buffer, back to back (how ZeRO-1/2 holds parameters)."""
+    buffer = torch.cat([t.view(-1).view(torch.uint8) for t in tensors])
+    views, offset = [], 0
+    for t in tensors:
+        nbytes = t.numel() * t.element_size()
+        views.append(buffer[offset : offset + nbytes].view(t.dtype).view(t.shape))
+        offset += nbytes
+    return views
+
+
 def _receiver(spec: SyncGroupSpec, rank: int, queue, rounds: int) -> None:
     recv = WeightReceiver(spec, rank, METAS)
     for _ in range(rounds):
@@ -35,8 +46,10 @@ def _spec(world: int, bucket_bytes: int, timeout: float = 30.0) -> SyncGroupSpec
                          timeout_s=timeout, bucket_bytes=bucket_bytes)
 
 
+@pytest.mark.parametrize("layout", ["separate", "separate-stable", "one-buffer-stable"])
 @pytest.mark.parametrize("bucket_bytes", [1024, 10_000, 1 << 20])
-def test_buckets_arrive_intact_at_every_receiver(bucket_bytes):
+def test_buckets_arrive_intact_at_every_receiver(bucket_bytes, layout):
+    """Packed buckets, and buckets sent in place from a stable source, carry the same bytes."""
     ctx = mp.get_context("spawn")
     spec = _spec(3, bucket_bytes)
     queue = ctx.Queue()
@@ -45,8 +58,12 @@ def test_buckets_arrive_intact_at_every_receiver(bucket_bytes):
         p.start()
     sender = WeightSender(spec, METAS)
     for seed in (1, 2):
-        stats = sender.send(_tensors(seed))
+        source = _in_one_buffer(_tensors(seed)) if layout.startswith("one-buffer") else _tensors(seed)
+        stats = sender.send(source, stable=layout.endswith("stable"))
         assert stats["sync/bytes"] == sum(m.nbytes for m in METAS)
+        single = sum(len(b) == 1 for b in sender.buckets)
+        expected_in_place = {"separate": 0, "separate-stable": single, "one-buffer-stable": len(sender.buckets)}[layout]
+        assert stats["sync/buckets_in_place"] == expected_in_place
         for _ in procs:
             got = queue.get(timeout=30)
             assert [n for n, _ in got] == [m.name for m in METAS]
