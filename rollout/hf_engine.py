@@ -21,9 +21,12 @@ import torch
 
 from learner.params import ParamMeta
 from learner.sync import SyncGroupSpec, WeightReceiver
+from rl.mrope import install_reference_mrope
 from rl.types import Generation, ModelInput
 from rollout.engine import NamedTensors, checked_prefixes, prompt_seed
 from rollout.sampling import SamplingSettings, response_text, suppressed_token_ids
+
+install_reference_mrope()  # transformers 5.19 places text after a long video elsewhere than vLLM
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

