@@ -13,9 +13,9 @@ import ray
 
 from reward import score
 from reward.pool import RewardPool
-from reward.scorer import Item, RewardScorer
+from reward.scorer import WARMUP_ITEMS, Item, RewardScorer
 from rl.config import RewardConfig
-from rl.types import RewardBreakdown
+from rl.types import PROBLEM_TYPES, RewardBreakdown
 
 STALL = "9^{9^{9^{9}}}"
 TIMED_OUT = RewardBreakdown(a1=0.0, a2=0.0, format=0.0, fallback=0.0, total=0.0, timed_out=True)
@@ -112,6 +112,14 @@ def test_scorer_stream_groups_results_in_order() -> None:
     assert [len(group) for group in groups] == [1] * 12
     assert [result for group in groups for result in group] == [score(*item) for item in items]
     assert [len(group) for group in RewardScorer().score_stream(items, flush_s=60.0)] == [12]
+
+
+def test_warm_up_covers_every_problem_type_and_leaves_no_count() -> None:
+    assert {problem_type for _, _, problem_type in WARMUP_ITEMS} == set(PROBLEM_TYPES)
+    scorer = RewardScorer()
+    scorer.warm_up()
+    assert scorer.timeouts == 0
+    assert all(result.format == 1.0 for result in scorer.score_many(WARMUP_ITEMS)), "warm-up items are well formed"
 
 
 # -- RewardPool, on Ray
