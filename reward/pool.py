@@ -106,6 +106,7 @@ class RewardPool:
         min_chunk: int = 8,
         max_chunk: int = 64,
         start_timeout_s: float = 120.0,
+        shutdown_wait_s: float = 10.0,
     ) -> None:
         if num_workers <= 0 or timeout_s <= 0:
             raise ValueError(f"num_workers and timeout_s must be > 0, got {num_workers} and {timeout_s}")
@@ -119,6 +120,7 @@ class RewardPool:
         self.min_chunk = min_chunk
         self.max_chunk = max_chunk
         self.start_timeout_s = start_timeout_s
+        self.shutdown_wait_s = shutdown_wait_s
         self.timeouts = 0
         self.restarts = 0
         self._workers = [self._start_worker() for _ in range(num_workers)]
@@ -143,9 +145,12 @@ class RewardPool:
         return [worker.pid for worker in self._workers if worker.pid is not None]
 
     def wait_ready(self) -> None:
-        """Block until every worker is up (score_batch does not need this; benchmarks do)."""
+        """Block until every worker is up (score_batch does not need this; benchmarks do); start_timeout_s at most."""
         for worker in self._workers:
             if worker.ready_ref is not None:
+                ready, _ = ray.wait([worker.ready_ref], timeout=max(0.0, worker.deadline - time.monotonic()))
+                if not ready:
+                    raise self._not_started()
                 self._on_ready(worker)
 
     def score_batch(self, items: Sequence[Item]) -> list[RewardBreakdown]:
@@ -167,7 +172,15 @@ class RewardPool:
         return batch.results()
 
     def shutdown(self) -> None:
-        """Kill the workers; the pool cannot score afterwards."""
+        """Kill the workers; the pool cannot score afterwards.
+
+        Workers still starting are given up to `shutdown_wait_s` to come up first: Ray 2.60 can lose
+        the CPU lease of an actor killed while it is being handed a process, and a lost lease is
+        gone from the cluster for good (seen as a later pool that never starts).
+        """
+        starting = [worker.ready_ref for worker in self._workers if worker.ready_ref is not None]
+        if starting:
+            ray.wait(starting, num_returns=len(starting), timeout=self.shutdown_wait_s)
         for worker in self._workers:
             ray.kill(worker.actor, no_restart=True)
         self._workers = []
@@ -217,10 +230,13 @@ class RewardPool:
             if worker.deadline <= now and worker.job is not None:
                 self._on_stuck(worker, batch)
             elif worker.deadline <= now and worker.ready_ref is not None:
-                raise RuntimeError(
-                    f"a reward worker did not start within {self.start_timeout_s:.0f} s; each asks Ray "
-                    f"for {self.num_cpus} CPU (cluster: {ray.available_resources()})"
-                )
+                raise self._not_started()
+
+    def _not_started(self) -> RuntimeError:
+        return RuntimeError(
+            f"a reward worker did not start within {self.start_timeout_s:.0f} s; each asks Ray "
+            f"for {self.num_cpus} CPU (cluster: {ray.available_resources()})"
+        )
 
     def _on_ready(self, worker: _Worker) -> None:
         try:

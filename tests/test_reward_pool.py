@@ -144,6 +144,25 @@ def test_pool_refuses_to_score_after_shutdown() -> None:
         pool.score_batch(mixed_items(2))
 
 
+def test_pool_that_cannot_start_says_so_within_its_start_timeout() -> None:
+    pool = RewardPool(num_workers=1, timeout_s=5.0, num_cpus=64, start_timeout_s=1.0, shutdown_wait_s=0.5)
+    start = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="did not start within 1 s; each asks Ray for 64 CPU"):
+            pool.wait_ready()
+    finally:
+        pool.shutdown()
+    assert time.monotonic() - start < 10.0
+
+
+def test_pools_shut_down_while_starting_leave_every_cpu_to_the_next() -> None:
+    for _ in range(4):
+        RewardPool(num_workers=2, timeout_s=5.0, num_cpus=0.5).shutdown()
+    with RewardPool(num_workers=2, timeout_s=5.0, start_timeout_s=60.0) as pool:
+        pool.wait_ready()
+        assert len(pool.worker_pids) == 2
+
+
 def test_pool_preserves_input_order() -> None:
     items = mixed_items(400)
     with RewardPool(num_workers=2, timeout_s=5.0, min_chunk=4, max_chunk=16) as pool:
