@@ -106,6 +106,11 @@ def save_model_dir(model: torch.nn.Module, processor: Any, out_dir: Path, marker
     return out_dir
 
 
+WARM_START_VERSION = 2
+"""Part of the cached warm-started model's name; raised whenever what the warm start trains on changes
+(2: Qwen2.5-VL positions after a video follow the reference rule, rl.mrope), so no stale copy is reused."""
+
+
 def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> Path:
     """The policy's model directory; `tiny:<family>` is built (and warm-started) once and cached."""
     if not model.path.startswith("tiny:"):
@@ -124,7 +129,7 @@ def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> P
         build_tiny(family, base, seed=seed)  # type: ignore[arg-type]
     if model.tiny_warm_start_steps == 0:
         return base
-    warm = ARTIFACTS / f"tiny-{family}-s{seed}-warm{model.tiny_warm_start_steps}"
+    warm = ARTIFACTS / f"tiny-{family}-s{seed}-warm{model.tiny_warm_start_steps}-v{WARM_START_VERSION}"
     if not (warm / "model.safetensors").is_file():
         samples = generate_synthetic(Path(data.synthetic_dir), data.synthetic_num_samples, seed=data.seed)
         warm_start(base, warm, samples, data, model.tiny_warm_start_steps, seed=seed)
