@@ -36,15 +36,12 @@ from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
 from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, policy_loss
-from rl.mrope import install_reference_mrope
+from rl.mrope import load_vl_model
 from rl.runtime import Device, configure_environment, resolve_device
 from rl.types import ModelInput
 
 # DeepSpeed's ZeRO calls torch collectives that torch 2.13 marks deprecated, once per bucket.
 warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-# Qwen2.5-VL: the text after a video sits where vLLM (and the released model) puts it, not where
-# transformers 5.19 does; for every model of this process, so an exported copy scores the same.
-install_reference_mrope()
 
 CHECKPOINT_TAG = "learner"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -170,11 +167,7 @@ class Learner:
         `accelerate`, which the stack does not install; so each rank briefly holds a full copy in
         host memory (7B in bf16: 15 GB per rank).
         """
-        from transformers import AutoModelForImageTextToText
-
-        model = AutoModelForImageTextToText.from_pretrained(
-            self.model_dir, dtype=self.dtype, attn_implementation=self.cfg.model.attn_implementation
-        )
+        model = load_vl_model(self.model_dir, dtype=self.dtype, attn_implementation=self.cfg.model.attn_implementation)
         model.config.use_cache = False
         return model
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from rl.config import DataConfig
 from rl.data.video import MediaError, VideoLoader, VideoSampling, load_image
-from rl.mrope import install_reference_mrope
 from rl.prompts import PromptRenderer
 from rl.types import ModelInput, Sample
 
@@ -27,9 +26,6 @@ class InputBuilder:
     """Builds model inputs for one model family from the data config's sampling parameters."""
 
     def __init__(self, model_dir: str, data: DataConfig) -> None:
-        # Any transformers Qwen2.5-VL model in this process (warm start, HF engine) then gives the
-        # inputs this builds the 3-D positions vLLM gives them (rl.mrope).
-        install_reference_mrope()
         self.renderer = PromptRenderer(model_dir, data.system_prompt)
         self.patch_size = 14 if self.renderer.family == "qwen2_5_vl" else 16
         self.sampling = VideoSampling.from_config(data, self.patch_size)

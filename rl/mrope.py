@@ -8,15 +8,17 @@ below the spatial side, which a 4-frame clip at 112x112 does (t positions 0, 2 v
 8-frame one does not (t positions 0, 2, 4, 6): every token after the video then sat 3 positions
 earlier in transformers than in vLLM, and rollout and learner log-probs differed by up to ~4e-3.
 
-`install_reference_mrope()` replaces transformers' method for the whole process; the learner and
-the HF engine install it when imported, the input builder when constructed. Temporal positions
-are computed as vLLM computes them: `int(t * second_per_grid_t * tokens_per_second)` in float64.
+`install_reference_mrope()` replaces transformers' method for the whole process; `load_vl_model`,
+the one way this project loads a transformers VL model (learner, reference model, HF engine, warm
+start, toy model), installs it first. Temporal positions are computed as vLLM computes them:
+`int(t * second_per_grid_t * tokens_per_second)` in float64.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
@@ -107,3 +109,11 @@ def install_reference_mrope() -> None:
     get_rope_index.__doc__ = "Reference Qwen2.5-VL 3-D positions (installed by rl.mrope)."
     modeling_qwen2_5_vl.Qwen2_5_VLModel.get_rope_index = get_rope_index
     _INSTALLED = True
+
+
+def load_vl_model(model_dir: str | Path, **kwargs: Any) -> torch.nn.Module:
+    """`AutoModelForImageTextToText.from_pretrained(model_dir, **kwargs)` with the reference positions installed."""
+    from transformers import AutoModelForImageTextToText
+
+    install_reference_mrope()
+    return AutoModelForImageTextToText.from_pretrained(str(model_dir), **kwargs)

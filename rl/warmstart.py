@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from rl.config import DataConfig, ModelConfig
+from rl.mrope import load_vl_model
 from rl.types import ModelInput, Sample
 
 ARTIFACTS = Path("artifacts")
@@ -50,15 +51,13 @@ def format_target(sample: Sample, rng: np.random.Generator) -> str:
 def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: DataConfig, steps: int,
                *, lr: float = 2e-3, seed: int = 0) -> Path:
     """Supervised steps on format targets (loss on the response only), saved as an HF model dir."""
-    from transformers import AutoModelForImageTextToText
-
     from rl.inputs import InputBuilder, SampleError
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     builder = InputBuilder(str(model_dir), data)
     eos = builder.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = load_vl_model(model_dir, dtype=torch.float32)
     model.train()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     inputs = []

@@ -21,12 +21,10 @@ import torch
 
 from learner.params import ParamMeta
 from learner.sync import SyncGroupSpec, WeightReceiver
-from rl.mrope import install_reference_mrope
+from rl.mrope import load_vl_model
 from rl.types import Generation, ModelInput
 from rollout.engine import NamedTensors, checked_prefixes, prompt_seed
 from rollout.sampling import SamplingSettings, response_text, suppressed_token_ids
-
-install_reference_mrope()  # transformers 5.19 places text after a long video elsewhere than vLLM
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -89,13 +87,11 @@ class HFEngine:
         attn_implementation: str = "sdpa",
         cache_entries: int = 16,
     ) -> None:
-        from transformers import AutoModelForImageTextToText, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype]
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model_dir, dtype=self.dtype, attn_implementation=attn_implementation
-        ).to(self.device)
+        self.model = load_vl_model(model_dir, dtype=self.dtype, attn_implementation=attn_implementation).to(self.device)
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.suppress = suppressed_token_ids(model_dir)

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from rl.mrope import load_vl_model
 from rl.prompts import PromptRenderer
 from rl.tiny import model_family
 from rl.types import Clip, ModelInput, Sample
@@ -72,8 +73,6 @@ def build_confident_model(base_dir: str | Path, out_dir: str | Path, *, steps: i
     steps (10-30 s on 2 cores) give a1 probability ~0.998 on sure prompts and ~0.3 on unsure ones.
     Reuses `out_dir` when it was built with the same settings.
     """
-    from transformers import AutoModelForImageTextToText
-
     out = Path(out_dir)
     settings = {"base": str(base_dir), "steps": steps, "lr": lr, "seed": seed, "num_prompts": num_prompts}
     marker = out / "thinkonce_toy.json"
@@ -84,7 +83,7 @@ def build_confident_model(base_dir: str | Path, out_dir: str | Path, *, steps: i
     renderer = PromptRenderer(str(base_dir))
     inputs = toy_inputs(base_dir, toy_samples(num_prompts), seed=10_000 + seed)
     eos = renderer.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model = AutoModelForImageTextToText.from_pretrained(str(base_dir), dtype=torch.float32)
+    model = load_vl_model(base_dir, dtype=torch.float32)
     model.train()
     optim = torch.optim.AdamW(model.parameters(), lr=lr)
     loss = 0.0

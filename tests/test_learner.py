@@ -18,6 +18,7 @@ from learner.params import ParamMeta, is_trainable, plan_buckets
 from learner.sync import SyncGroupSpec, WeightReceiver
 from learner.worker import Learner, distributed_env, free_port, lr_factor
 from rl.config import Config
+from rl.mrope import load_vl_model
 from rl.grpo import group_advantages
 from rl.prompts import PromptRenderer
 from rl.types import Clip, Generation, ModelInput, Sample
@@ -100,14 +101,12 @@ def test_freeze_rule_names():
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
 def test_batched_forward_matches_one_sequence_at_a_time(family, tiny_qwen25, tiny_qwen3):
     """Rows with videos of different sizes (and a text-only row) batch safely: same log-probs as alone."""
-    from transformers import AutoModelForImageTextToText
-
     model_dir = tiny_qwen25 if family == "qwen2_5_vl" else tiny_qwen3
     inputs, responses, _ = make_batch(model_dir)
     text_only = PromptRenderer(str(model_dir)).render(Sample(id="t", source="test", problem_type="math", question="1+1?", answer="2"))
     seqs = [Sequence(inputs[0].prompt_ids, responses[0], inputs[0].hf_inputs), Sequence(inputs[G].prompt_ids, responses[G], inputs[G].hf_inputs),
             Sequence(text_only.prompt_ids, [40, 41, 42], text_only.hf_inputs)]
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    model = load_vl_model(model_dir, attn_implementation="sdpa").eval()
     with torch.no_grad():
         batched = response_logprobs(model, collate(seqs, pad_id=0), temperature=0.7, with_entropy=True)
         for row, seq in enumerate(seqs):
@@ -257,7 +256,7 @@ def test_checkpoint_round_trip(group, tmp_path):
 def test_hf_export_reproduces_the_learner_logprobs(group, tmp_path):
     group, model_dir = group
     from safetensors import safe_open
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
 
     inputs, responses, advantages = make_batch(model_dir)
     group.train(inputs, responses, advantages, num_steps=1)
@@ -268,9 +267,9 @@ def test_hf_export_reproduces_the_learner_logprobs(group, tmp_path):
     seqs = [Sequence(mi.prompt_ids, r, mi.hf_inputs) for mi, r in zip(inputs, responses)]
     AutoProcessor.from_pretrained(out)
     with torch.no_grad():
-        exported = AutoModelForImageTextToText.from_pretrained(out, attn_implementation="sdpa").eval()
+        exported = load_vl_model(out, attn_implementation="sdpa").eval()
         scores = response_logprobs(exported, collate(seqs, pad_id=0))
-        base = AutoModelForImageTextToText.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+        base = load_vl_model(model_dir, attn_implementation="sdpa").eval()
         base_scores = response_logprobs(base, collate(seqs, pad_id=0))
     for row, lp in enumerate(learner_lp):
         assert torch.allclose(scores.logp[row, : len(lp)], torch.tensor(lp), atol=1e-4)
