@@ -131,6 +131,11 @@ class LearnerConfig(_Section):
     """Token budget of one forward/backward micro-batch."""
     freeze_vision: bool = True
     """The vision encoder is frozen; the merger and the language model train."""
+    minibatch: Literal["grouped", "shuffled"] = "grouped"
+    """How a round's samples make up its optimizer steps. `grouped`: step k trains on whole prompt
+    groups in order (verl's convention; each step shares a prompt's prefix across its G responses).
+    `shuffled`: the official make-up, the round's samples shuffled across the steps (seeded by
+    trainer.seed and the round); old/ref log-probs are still computed over whole groups first."""
 
 
 class SyncConfig(_Section):

@@ -115,8 +115,9 @@ class Trainer:
             prompts = self._next_prompts(cfg.trainer.prompts_per_round)
             with open(self.run_dir / "samples.jsonl", "a") as fh:
                 fh.write(json.dumps({"step": step + 1, "ids": [p.sample.id for p in prompts]}) + "\n")
+        round_seed = cfg.trainer.seed * 1_000_003 + step  # sampling seeds and the shuffled mini-batch order
         with timer.phase("rollout"):
-            sampling = dataclasses.replace(self.sampling, seed=cfg.trainer.seed * 1_000_003 + step)
+            sampling = dataclasses.replace(self.sampling, seed=round_seed)
             generations = self.rollout.generate(prompts, sampling)
         if self.rollout.restarts > self._restarts_seen:
             log.warning("round %d: %d rollout engine restart(s); the replacement started from the current "
@@ -132,7 +133,7 @@ class Trainer:
         adv = group_advantages(torch.tensor([r.total for r in rewards], dtype=torch.float32), G, cfg.grpo.eps)
         learner_start = time.perf_counter()
         try:
-            stats = self.learner.train_round(prompts, generations, adv.advantages.tolist())
+            stats = self.learner.train_round(prompts, generations, adv.advantages.tolist(), seed=round_seed)
         except Exception as exc:
             if _is_actor_death(exc):
                 raise LearnerDied(f"round {step + 1}: a learner rank died: {exc}") from None
