@@ -42,6 +42,7 @@ class LearnerGroup:
         device = resolve_device(cfg.cluster.device)
         self.device = device
         bundle = {"CPU": 1, "GPU": 1} if device == "cuda" else {"CPU": 1}
+        bundle.update(cfg.cluster.learner_resources)
         self.placement_group = placement_group([dict(bundle) for _ in range(self.world_size)], strategy="PACK")
         ray.get(self.placement_group.ready(), timeout=ready_timeout_s)
         actor = ray.remote(LearnerWorker)

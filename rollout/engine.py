@@ -79,6 +79,8 @@ class EngineSpec:
     max_model_len: Optional[int] = None
     attn_implementation: str = "sdpa"
     seed: int = 0
+    resources: tuple[tuple[str, float], ...] = ()
+    """Extra Ray resources the engine actor asks for (cluster.rollout_resources)."""
     fanout: Fanout = "n"
     """How a prompt's n samples are requested: one request with SamplingParams(n) (the measured
     faster one, see benchmarks/bench_rollout.py) or n requests that share the prefill through the
@@ -100,6 +102,7 @@ class EngineSpec:
             max_model_len=cfg.data.max_prompt_length + max_new,
             attn_implementation=cfg.model.attn_implementation,
             seed=cfg.trainer.seed,
+            resources=tuple(sorted(cfg.cluster.rollout_resources.items())),
         )
 
     def replace(self, **changes) -> "EngineSpec":
