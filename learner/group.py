@@ -87,13 +87,15 @@ class LearnerGroup:
         rollout_logprobs: Optional[list[list[float]]] = None,
         num_steps: Optional[int] = None,
         seed: Optional[int] = None,
+        versions: Optional[tuple[int, int]] = None,
     ) -> dict[str, Any]:
         """One rollout round as `num_steps` (default trainer.steps_per_round) optimizer steps; returns round stats.
 
         The G copies of a prompt must be the same `ModelInput` object (that is how groups are
         known). With `learner.minibatch: shuffled` the ranks first score whole groups (old and
         reference log-probs), then the samples are shuffled by `seed` (default trainer.seed) and
-        trained on. `stats["nonfinite_loss"]` flags a non-finite loss (the step it hit is skipped by
+        trained on. `versions`: (the policy version that generated the samples, the learner's
+        current one), for overlapped rounds (trainer.off_policy_steps). `stats["nonfinite_loss"]` flags a non-finite loss (the step it hit is skipped by
         DeepSpeed's invalid-gradient-norm check; `steps_applied` counts the others).
         """
         num_steps = num_steps or self.cfg.trainer.steps_per_round
@@ -101,12 +103,13 @@ class LearnerGroup:
         n = len(inputs)
         columns: dict[str, Optional[list[Any]]] = {
             "inputs": inputs, "responses": responses, "advantages": [float(a) for a in advantages],
-            "rollout_logprobs": rollout_logprobs, "old_logprobs": None, "ref_logprobs": None,
+            "rollout_logprobs": rollout_logprobs, "old_logprobs": None, "ref_logprobs": None, "behaviour_logprobs": None,
         }
         scoring: dict[str, float] = {}
         if self.cfg.learner.minibatch == "shuffled":
-            scores = self.score(inputs, responses)
+            scores = self.score(inputs, responses, versions)
             columns["old_logprobs"], columns["ref_logprobs"] = scores["old"], scores["ref"]
+            columns["behaviour_logprobs"] = scores["behaviour"]
             scoring = {k: scores[k] for k in ("seconds_old_logprobs", "seconds_ref_logprobs")}
             order = shuffled_order(n, self.cfg.trainer.seed if seed is None else seed)
             columns = {k: ([v[i] for i in order] if v is not None else None) for k, v in columns.items()}
@@ -116,15 +119,17 @@ class LearnerGroup:
             calls.append(worker.train_round.remote(
                 part["inputs"], part["responses"], part["advantages"], num_steps,
                 rollout_logprobs=part["rollout_logprobs"], old_logprobs=part["old_logprobs"], ref_logprobs=part["ref_logprobs"],
+                behaviour_logprobs=part["behaviour_logprobs"], versions=versions,
             ))
         stats = wait_all(calls)[0]
         stats.update(scoring)
         return stats
 
-    def score(self, inputs: list[ModelInput], responses: list[list[int]]) -> dict[str, Any]:
-        """Old and reference log-probs of every sample, each rank scoring whole prompt groups (balanced by tokens).
+    def score(self, inputs: list[ModelInput], responses: list[list[int]], versions: Optional[tuple[int, int]] = None) -> dict[str, Any]:
+        """Old, reference and behaviour log-probs of every sample, each rank scoring whole prompt groups (balanced by tokens).
 
-        Returns {"old": [...], "ref": [...] or None} in input order, and the slowest rank's seconds per pass.
+        Returns {"old", "ref", "behaviour"} (lists in input order, or None where unused) and the
+        slowest rank's seconds per pass.
         """
         inputs = _without_engine_data(inputs)
         groups: dict[int, list[int]] = {}
@@ -133,23 +138,25 @@ class LearnerGroup:
         costs = [sum(len(inputs[i].prompt_ids) + len(responses[i]) for i in members) for members in groups.values()]
         shards = group_shards(list(groups.values()), costs, self.world_size)
         parts = wait_all([
-            worker.score_round.remote([inputs[i] for i in idx], [responses[i] for i in idx])
+            worker.score_round.remote([inputs[i] for i in idx], [responses[i] for i in idx], versions)
             for worker, idx in zip(self.workers, shards)
         ])
-        old: list[Any] = [None] * len(inputs)
-        ref: Optional[list[Any]] = [None] * len(inputs) if parts[0]["ref"] is not None else None
-        for idx, part in zip(shards, parts):
-            for j, i in enumerate(idx):
-                old[i] = part["old"][j]
-                if ref is not None:
-                    ref[i] = part["ref"][j]
-        out: dict[str, Any] = {"old": old, "ref": ref}
+        out: dict[str, Any] = {}
+        for key in ("old", "ref", "behaviour"):
+            if parts[0][key] is None:
+                out[key] = None
+                continue
+            out[key] = [None] * len(inputs)
+            for idx, part in zip(shards, parts):
+                for j, i in enumerate(idx):
+                    out[key][i] = part[key][j]
         for key in ("seconds_old_logprobs", "seconds_ref_logprobs"):
             out[key] = max(part[key] for part in parts)
         return out
 
     def train_round(
-        self, prompts: list[ModelInput], generations: list[list[Generation]], advantages: list[float], seed: Optional[int] = None
+        self, prompts: list[ModelInput], generations: list[list[Generation]], advantages: list[float],
+        seed: Optional[int] = None, versions: Optional[tuple[int, int]] = None,
     ) -> dict[str, float]:
         """The trainer's view of `train`: one prompt per group of G generations; flat metrics.
 
@@ -158,7 +165,8 @@ class LearnerGroup:
         """
         inputs = [p for p, group in zip(prompts, generations) for _ in group]
         flat = [g for group in generations for g in group]
-        stats = self.train(inputs, [g.token_ids for g in flat], advantages, rollout_logprobs=[g.logprobs for g in flat], seed=seed)
+        stats = self.train(inputs, [g.token_ids for g in flat], advantages, rollout_logprobs=[g.logprobs for g in flat], seed=seed,
+                           versions=versions)
         metrics = {f"train/{k}": float(v) for k, v in stats.items() if k != "per_step" and not k.startswith("seconds_")}
         metrics["train/skipped_nonfinite"] = float(stats["steps"] - stats["steps_applied"])
         metrics["time/logprobs"] = stats["seconds_old_logprobs"] + stats["seconds_ref_logprobs"]

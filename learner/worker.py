@@ -36,7 +36,7 @@ from learner.lockstep import install_vision_lockstep
 from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
 from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
-from rl.grpo import aggregation_units, policy_loss
+from rl.grpo import aggregation_units, behaviour_weights, policy_loss
 from rl.mrope import load_vl_model
 from rl.runtime import Device, configure_environment, resolve_device
 from rl.types import ModelInput
@@ -53,6 +53,9 @@ ZERO3_PERSISTENCE_THRESHOLD = 10_000
 # A micro-batch is (sample indices, dummy): a dummy repeats real indices with zero weight so every
 # rank runs the same number of forwards and backwards.
 Plan = list[tuple[list[int], bool]]
+Table = dict[int, torch.Tensor]
+Scores = tuple[Table, Optional[Table], Optional[Table]]
+"""Old, reference and behaviour log-probs by sample index (reference / behaviour: None when unused)."""
 
 
 def distributed_env(rank: int, world_size: int, master_addr: str, master_port: int, local_rank: int = 0) -> dict[str, str]:
@@ -160,6 +163,10 @@ class Learner:
         )
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
         self.ref = self._reference() if cfg.grpo.kl_coef > 0 else None
+        # pi_behav of overlapped rounds: the policy one version back, kept as a frozen snapshot.
+        overlapped = cfg.trainer.off_policy_steps == 1 and cfg.grpo.behaviour_logprobs == "learner"
+        self.behaviour = self._reference() if overlapped else None
+        self.behaviour_version: Optional[int] = None
         self.sync_spec: Optional[SyncGroupSpec] = None
         self.sender: Optional[WeightSender] = None
         self._sync_order: Optional[list[ParamMeta]] = None
@@ -230,17 +237,44 @@ class Learner:
         scores = self._score(self.engine, seqs, plans)
         return [scores[i].tolist() for i in range(len(seqs))]
 
-    def _score_all(self, seqs: list[Sequence], plans: list[Plan], timings: dict[str, float]) -> tuple[dict[int, torch.Tensor], Optional[dict[int, torch.Tensor]]]:
-        """Old (current policy) and reference log-probs of every sample, timed into `timings`."""
+    def _score_all(self, seqs: list[Sequence], plans: list[Plan], timings: dict[str, float], versions: Optional[tuple[int, int]]) -> Scores:
+        """Old (current policy), reference and behaviour log-probs of every sample, timed into `timings`.
+
+        `versions`: (the policy version that generated the samples, the current one), counted in
+        rounds. When the first is older (an overlapped round) pi_behav comes from the snapshot, which
+        must hold that version; afterwards the snapshot takes the current weights, the next round's
+        behaviour policy.
+        """
         start = time.perf_counter()
         old = self._score(self.engine, seqs, plans)
         timings["seconds_old_logprobs"] = time.perf_counter() - start
         start = time.perf_counter()
         ref = self._score(self.ref, seqs, plans) if self.ref is not None else None
         timings["seconds_ref_logprobs"] = time.perf_counter() - start
-        return old, ref
+        behav = None
+        if self.behaviour is not None and versions is not None:
+            behaviour_version, current = versions
+            if behaviour_version < current:
+                if self.behaviour_version != behaviour_version:
+                    raise RuntimeError(f"samples of policy version {behaviour_version}, but the behaviour snapshot "
+                                       f"holds version {self.behaviour_version}: more than one version stale")
+                behav = self._score(self.behaviour, seqs, plans)
+            self._snapshot_behaviour(current)
+        return old, ref, behav
 
-    def score_round(self, inputs: list[ModelInput], responses: list[list[int]]) -> dict[str, Any]:
+    def _snapshot_behaviour(self, version: int) -> None:
+        """Copy the policy's weights (this rank's ZeRO-3 partitions, or whole tensors) into the snapshot."""
+        if self.behaviour_version == version:
+            return
+        with torch.no_grad():
+            for (name, src), (_, dst) in zip(self.module.named_parameters(), self.behaviour.module.named_parameters()):
+                if hasattr(src, "ds_tensor") and hasattr(dst, "ds_tensor"):
+                    dst.ds_tensor.copy_(src.ds_tensor)
+                else:
+                    dst.data.copy_(src.data)
+        self.behaviour_version = version
+
+    def score_round(self, inputs: list[ModelInput], responses: list[list[int]], versions: Optional[tuple[int, int]] = None) -> dict[str, Any]:
         """Old and reference log-probs of this rank's samples, before any update of the round (collective).
 
         Used when a round's mini-batches are shuffled: the driver hands each rank whole prompt
@@ -249,12 +283,9 @@ class Learner:
         seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs) for mi, r in zip(inputs, responses)]
         plans = self._lockstep([self._plan([len(s) for s in seqs], list(range(len(seqs))))])
         timings = {"seconds_old_logprobs": 0.0, "seconds_ref_logprobs": 0.0}
-        old, ref = self._score_all(seqs, plans, timings)
-        return {
-            "old": [old[i].tolist() for i in range(len(seqs))],
-            "ref": [ref[i].tolist() for i in range(len(seqs))] if ref is not None else None,
-            **timings,
-        }
+        old, ref, behav = self._score_all(seqs, plans, timings, versions)
+        listed = lambda table: [table[i].tolist() for i in range(len(seqs))] if table is not None else None  # noqa: E731
+        return {"old": listed(old), "ref": listed(ref), "behaviour": listed(behav), **timings}
 
     # ---- training -----------------------------------------------------------------------------
 
@@ -267,13 +298,17 @@ class Learner:
         rollout_logprobs: Optional[list[list[float]]] = None,
         old_logprobs: Optional[list[list[float]]] = None,
         ref_logprobs: Optional[list[list[float]]] = None,
+        behaviour_logprobs: Optional[list[list[float]]] = None,
+        versions: Optional[tuple[int, int]] = None,
     ) -> dict[str, Any]:
         """Run this rank's samples of a rollout round as `num_steps` optimizer steps; returns global stats.
 
-        The samples are in step order: `num_steps` equal consecutive shards. Old and reference
-        log-probs are computed for all of them before the first update, unless given (from
-        `score_round` over whole groups, when the mini-batches are shuffled). `rollout_logprobs`
-        (the engines' own) do not enter the loss; their gap to the old log-probs is reported.
+        The samples are in step order: `num_steps` equal consecutive shards. Old, reference and
+        behaviour log-probs are computed for all of them before the first update, unless given (from
+        `score_round` over whole groups, when the mini-batches are shuffled). `rollout_logprobs` (the
+        engines' own) are pi_behav with grpo.behaviour_logprobs = engine; otherwise they do not
+        enter the loss and only their gap to the old log-probs is reported. `versions`: (behaviour,
+        current) policy versions of the round (see `_score_all`).
         """
         n = len(inputs)
         given = [x for x in (rollout_logprobs, old_logprobs, ref_logprobs) if x is not None]
@@ -289,14 +324,18 @@ class Learner:
         plans = self._lockstep([self._plan(lengths, list(range(k * shard, (k + 1) * shard))) for k in range(num_steps)])
 
         timings = {"seconds_old_logprobs": 0.0, "seconds_ref_logprobs": 0.0}
+        table = lambda rows: {i: torch.tensor(lp, dtype=torch.float32) for i, lp in enumerate(rows)} if rows is not None else None  # noqa: E731
         if old_logprobs is None:
-            old, ref = self._score_all(seqs, plans, timings)
+            old, ref, behav = self._score_all(seqs, plans, timings, versions)
         else:
-            old = {i: torch.tensor(lp, dtype=torch.float32) for i, lp in enumerate(old_logprobs)}
-            ref = {i: torch.tensor(lp, dtype=torch.float32) for i, lp in enumerate(ref_logprobs)} if self.ref is not None else None
+            old, ref, behav = table(old_logprobs), table(ref_logprobs) if self.ref is not None else None, table(behaviour_logprobs)
+        if self.cfg.grpo.behaviour_logprobs == "engine":
+            if rollout_logprobs is None:
+                raise ValueError("grpo.behaviour_logprobs=engine needs the engines' log-probs (rollout_logprobs)")
+            behav = table(rollout_logprobs)
 
         start = time.perf_counter()
-        steps = [self._train_step(seqs, plan, old, ref) for plan in plans]
+        steps = [self._train_step(seqs, plan, old, ref, behav) for plan in plans]
         timings["seconds_train"] = time.perf_counter() - start
 
         summary = _summarize(steps)
@@ -305,7 +344,8 @@ class Learner:
             summary["rollout_logprob_abs_diff"] = self._rollout_gap(old, rollout_logprobs)
         return summary
 
-    def _train_step(self, seqs: list[Sequence], plan: Plan, old: dict[int, torch.Tensor], ref: Optional[dict[int, torch.Tensor]]) -> dict[str, float]:
+    def _train_step(self, seqs: list[Sequence], plan: Plan, old: dict[int, torch.Tensor], ref: Optional[dict[int, torch.Tensor]],
+                    behav: Optional[dict[int, torch.Tensor]] = None) -> dict[str, float]:
         grpo = self.cfg.grpo
         self.engine.train()
         real = [self._response_mask(seqs, idx) for idx, dummy in plan if not dummy]
@@ -326,9 +366,13 @@ class Learner:
             width = mb.mask.shape[1]
             old_logp = _pad([old[i] for i in indices], width).to(self.device)
             ref_logp = _pad([ref[i] for i in indices], width).to(self.device) if ref is not None else None
+            w = None
+            if behav is not None:
+                w = behaviour_weights(old_logp, _pad([behav[i] for i in indices], width).to(self.device), grpo.behaviour_weight_cap)
             loss, st = policy_loss(
                 scores.logp, old_logp, ref_logp, mb.advantages, mb.mask,
                 clip_low=grpo.clip_low, clip_high=grpo.clip_high, kl_coef=grpo.kl_coef, aggregation=grpo.aggregation,
+                behaviour_weight=w,
             )
             weight = aggregation_units(mb.mask, grpo.aggregation) * self.world_size / units.item()
             self.engine.backward(loss * weight)
@@ -561,8 +605,8 @@ class LearnerWorker:
     def logprobs(self, inputs: list[ModelInput], responses: list[list[int]]) -> list[list[float]]:
         return self.learner.logprobs(inputs, responses)
 
-    def score_round(self, inputs: list[ModelInput], responses: list[list[int]]) -> dict[str, Any]:
-        return self.learner.score_round(inputs, responses)
+    def score_round(self, *args, **kwargs) -> dict[str, Any]:
+        return self.learner.score_round(*args, **kwargs)
 
     def named_trainable_parameters_meta(self) -> list[ParamMeta]:
         return self.learner.named_trainable_parameters_meta()

@@ -121,6 +121,12 @@ class GRPOConfig(_Section):
     kl_coef: float = Field(default=0.01, ge=0)
     """beta; 0 drops the reference model."""
     aggregation: Literal["seq-mean-token-mean", "token-mean"] = "seq-mean-token-mean"
+    behaviour_logprobs: Literal["learner", "engine"] = "learner"
+    """Where pi_behav, the policy that generated a sample, comes from (rl.grpo.policy_loss):
+    `learner` recomputes it (a frozen snapshot of the previous version when rounds overlap; the
+    synchronous case needs none and is unchanged); `engine` takes the engines' own log-probs."""
+    behaviour_weight_cap: float = Field(default=2.0, gt=0)
+    """C in w = min(pi_prox / pi_behav, C), the truncated importance weight on the behaviour gap."""
 
 
 class LearnerConfig(_Section):
@@ -167,6 +173,9 @@ class TrainerConfig(_Section):
     save_every: int = Field(default=50, gt=0)
     """Rounds between checkpoints (also on SIGTERM)."""
     keep_last: int = Field(default=3, gt=0)
+    off_policy_steps: Literal[0, 1] = 0
+    """0: the synchronous round. 1: the engines generate round t+1 (from policy version t-1) while
+    the learner trains on round t; samples are at most one version stale."""
 
 
 class InferConfig(_Section):

@@ -9,6 +9,20 @@ rewards r_1..r_G; each token t of response o_i gets
     KL_{i,t}   = exp(ref_{i,t} - logp_{i,t}) - (ref_{i,t} - logp_{i,t}) - 1        (k3 estimator)
     l_{i,t}    = L^clip + beta KL_{i,t}
 
+When rounds overlap (trainer.off_policy_steps = 1) a sample comes from pi_behav, the policy one
+version before pi_old (the learner's policy when the round's updates start). The loss is then the
+decoupled objective (AReaL; Hilton et al. 2022): the importance ratio's denominator is pi_behav,
+factored as pi_theta / pi_behav = rho * (pi_old / pi_behav); the clip acts on rho (the trust region
+around the policy being updated) and the behaviour factor is a truncated importance weight
+
+    w_{i,t}    = min(exp(logp_old_{i,t} - logp_behav_{i,t}), C)     detached, C = behaviour_weight_cap
+    L^clip     = -w_{i,t} min(rho A_i, clip(rho, 1 - eps_low, 1 + eps_high) A_i)
+
+With grpo.behaviour_logprobs = engine, logp_behav are the engines' own log-probs and w also
+corrects the engine/learner numerical gap (verl's truncated importance sampling). In the
+synchronous case with learner log-probs pi_behav = pi_old, w is not applied, and the loss is the
+one above, bit for bit.
+
 and the batch loss aggregates l over the response tokens ("seq-mean-token-mean": the mean over
 each response's tokens, then the mean over responses, as the paper; "token-mean": one mean over
 all tokens of the batch). Pure torch, no model code: the learner feeds it log-probs.
@@ -88,6 +102,11 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return torch.exp(delta) - delta - 1
 
 
+def behaviour_weights(old_logp: Tensor, behaviour_logp: Tensor, cap: float) -> Tensor:
+    """w = min(exp(logp_old - logp_behav), C): the truncated importance weight of pi_old over pi_behav."""
+    return torch.exp(old_logp - behaviour_logp).clamp(max=cap).detach()
+
+
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -99,6 +118,7 @@ def policy_loss(
     clip_high: float = 0.2,
     kl_coef: float = 0.01,
     aggregation: Aggregation = "seq-mean-token-mean",
+    behaviour_weight: Optional[Tensor] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The GRPO loss of a batch and its statistics.
 
@@ -108,6 +128,7 @@ def policy_loss(
         l = -min(rho A, clip(rho, 1 - clip_low, 1 + clip_high) A) + kl_coef * KL_k3(logp, ref_logp)
 
     aggregated per `aggregation`. kl_coef = 0 drops the KL term (ref_logp may then be None).
+    `behaviour_weight` (B, T), from `behaviour_weights`, multiplies the clipped term (off-policy rounds).
     Stats are detached: pg_loss and kl aggregated like the loss (loss = pg_loss + kl_coef kl);
     clip fractions, ratio and KL means over the batch's tokens. The clip is binding on the low side
     where A < 0 and rho < 1 - clip_low, on the high side where A > 0 and rho > 1 + clip_high.
@@ -118,6 +139,8 @@ def policy_loss(
     unclipped = ratio * a
     clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * a
     pg_per_token = -torch.minimum(unclipped, clipped)
+    if behaviour_weight is not None:
+        pg_per_token = pg_per_token * behaviour_weight.to(logp.dtype)
     pg_loss = aggregate(pg_per_token, mask, aggregation)
 
     if kl_coef > 0:

@@ -23,7 +23,10 @@ import dataclasses
 import json
 import logging
 import signal
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -38,11 +41,35 @@ from rl.grpo import group_advantages
 from rl.inputs import InputBuilder
 from rl.metrics import MetricsLogger, PhaseTimer, rollout_metrics
 from rl.stream import PromptStream
-from rl.types import Sample
+from rl.types import Generation, ModelInput, RewardBreakdown, Sample
 from rollout.group import RolloutGroup
 from rollout.sampling import SamplingSettings
 
 log = logging.getLogger("thinkonce.trainer")
+
+
+@dataclass
+class RolloutJob:
+    """One round's generation and scoring, run in the background (rl.trainer.Trainer._launch)."""
+
+    step: int
+    prompts: list[ModelInput]
+    version: int
+    """The policy version of the engines that generate it."""
+    position: int
+    """Stream position after its samples (what a checkpoint after this round records)."""
+    seed: int
+    future: Optional[Future] = None
+    generated: threading.Event = field(default_factory=threading.Event)
+    gen_start: float = 0.0
+    gen_end: float = 0.0
+    generations: list[list[Generation]] = field(default_factory=list)
+    rewards: list[RewardBreakdown] = field(default_factory=list)
+
+    def result(self) -> tuple[list[list[Generation]], list[RewardBreakdown]]:
+        """Generations and rewards; re-raises what failed in the background."""
+        self.future.result()
+        return self.generations, self.rewards
 
 
 class LearnerDied(RuntimeError):
@@ -72,6 +99,13 @@ class Trainer:
         self.rounds = self._round_builder()
         self._restarts_seen = 0
         self._stop_requested = False
+        self.version = 0
+        """Policy version: rounds trained. The engines hold it after each sync."""
+        self._trained_position = self.rounds.position
+        """Stream position after the last trained round (a round in flight is not in a checkpoint)."""
+        self._inflight: Optional[RolloutJob] = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
+        self._t0 = time.perf_counter()
 
     @property
     def total_rounds(self) -> int:
@@ -104,69 +138,139 @@ class Trainer:
                               f"checkpoint ({latest or 'none yet'}) with: thinkonce train --config "
                               f"{self.run_dir / 'config.yaml'} --resume auto") from None
         finally:
+            self._drop_inflight()
             signal.signal(signal.SIGTERM, previous)
             logger.close()
         return history
 
+    def _drop_inflight(self) -> None:
+        """Let a round still generating finish and discard it: its samples are re-taken after a resume."""
+        if self._inflight is not None:
+            try:
+                self._inflight.future.result()
+            except Exception as exc:
+                log.warning("the round in flight failed while the run stopped: %s", exc)
+            self._inflight = None
+
     def train_round(self, step: int) -> dict[str, float]:
-        """One GRPO round; returns its metrics."""
+        """One GRPO round; returns its metrics.
+
+        With trainer.off_policy_steps = 1, round step+1 is generated (by the engines, still at
+        policy version step - 1) while the learner trains on this round; the sync of the new
+        version waits for that generation, which the next round needs first anyway.
+        """
         wall_start = time.perf_counter()
         timer = PhaseTimer()
         cfg = self.cfg
         G = cfg.rollout.n
+        overlapped = cfg.trainer.off_policy_steps == 1
         with timer.phase("data"):
-            prompts = self.rounds.next_round(cfg.trainer.prompts_per_round)
-            with open(self.run_dir / "samples.jsonl", "a") as fh:
-                fh.write(json.dumps({"step": step + 1, "ids": [p.sample.id for p in prompts]}) + "\n")
-        round_seed = cfg.trainer.seed * 1_000_003 + step  # sampling seeds and the shuffled mini-batch order
+            job = self._inflight or self._launch(step)
+            self._inflight = None
         with timer.phase("rollout"):
-            sampling = dataclasses.replace(self.sampling, seed=round_seed)
-            generations = self.rollout.generate(prompts, sampling)
-        self.rounds.prefetch(cfg.trainer.prompts_per_round, cfg.data.prefetch_rounds)  # built while this round trains
+            job.generated.wait()
+        with timer.phase("reward"):
+            generations, rewards = job.result()
         if self.rollout.restarts > self._restarts_seen:
             log.warning("round %d: %d rollout engine restart(s); the replacement started from the current "
                         "policy and joins a re-formed weight-sync group", step + 1, self.rollout.restarts - self._restarts_seen)
             self.counters["engine_restarts"] += self.rollout.restarts - self._restarts_seen
             self._restarts_seen = self.rollout.restarts
             self.learner.connect(self.rollout)
+        if overlapped and step + 1 < self.total_rounds and not self._stop_requested:
+            with timer.phase("data"):
+                self._inflight = self._launch(step + 1)  # generated while this round trains
+        self.rounds.prefetch(cfg.trainer.prompts_per_round, cfg.data.prefetch_rounds)  # built while this round trains
+        prompts = job.prompts
         samples = [p.sample for p in prompts for _ in range(G)]
         flat = [g for group in generations for g in group]
-        with timer.phase("reward"):
-            rewards = self.rewards.score_batch([(g.text, s.answer, s.problem_type) for g, s in zip(flat, samples)])
         self.counters["reward_timeouts"] += sum(r.timed_out for r in rewards)
         adv = group_advantages(torch.tensor([r.total for r in rewards], dtype=torch.float32), G, cfg.grpo.eps)
         learner_start = time.perf_counter()
         try:
-            stats = self.learner.train_round(prompts, generations, adv.advantages.tolist(), seed=round_seed)
+            stats = self.learner.train_round(prompts, generations, adv.advantages.tolist(), seed=job.seed,
+                                             versions=(job.version, self.version))
         except Exception as exc:
             if _is_actor_death(exc):
                 raise LearnerDied(f"round {step + 1}: a learner rank died: {exc}") from None
             raise
-        learner_wall = time.perf_counter() - learner_start
+        learner_end = time.perf_counter()
+        lag = self.version - job.version
+        self.version += 1
+        self._trained_position = job.position
         for name in ("logprobs", "update"):
             timer.seconds[name] += stats.pop(f"time/{name}", 0.0)
-        stats["time/learner_dispatch"] = learner_wall - timer.seconds["logprobs"] - timer.seconds["update"]
+        stats["time/learner_dispatch"] = learner_end - learner_start - timer.seconds["logprobs"] - timer.seconds["update"]
         if stats.get("train/skipped_nonfinite", 0.0) > 0:
             self.counters["nonfinite_updates"] += stats["train/skipped_nonfinite"]
             log.warning("round %d: non-finite loss in %d update(s); those updates were skipped",
                         step + 1, int(stats["train/skipped_nonfinite"]))
+        if self._inflight is not None:
+            with timer.phase("sync_wait"):  # the engines take the new weights between rounds' requests
+                self._inflight.generated.wait()
         with timer.phase("sync"):
             stats.update(self._sync())
         metrics = {**rollout_metrics(samples, flat, rewards), **stats, **timer.as_metrics()}
         metrics["grpo/zero_variance_groups"] = adv.zero_variance_fraction
         tokens = sum(len(g.token_ids) for g in flat)
-        metrics["throughput/rollout_tokens_per_s"] = tokens / max(timer.seconds["rollout"], 1e-9)
+        metrics["throughput/rollout_tokens_per_s"] = tokens / max(job.gen_end - job.gen_start, 1e-9)
         metrics["time/phases"] = sum(timer.seconds.values())
         metrics["time/round"] = time.perf_counter() - wall_start
         metrics["time/overhead"] = metrics["time/round"] - metrics["time/phases"]
-        metrics["data/samples_consumed"] = float(self.rounds.position)
+        metrics.update(self._overlap_metrics(job, learner_start, learner_end, wall_start, lag))
+        metrics["data/samples_consumed"] = float(self._trained_position)
         self.counters["builder_restarts"] = float(self.rounds.restarts)
         metrics.update({f"counters/{k}": float(v) for k, v in self.counters.items()})
         return metrics
 
+    def _launch(self, step: int) -> RolloutJob:
+        """Take round `step`'s prompts and start generating and scoring them in the background."""
+        prompts = self.rounds.next_round(self.cfg.trainer.prompts_per_round)
+        job = RolloutJob(step=step, prompts=prompts, version=self.version, position=self.rounds.position,
+                         seed=self.cfg.trainer.seed * 1_000_003 + step)  # sampling seeds and the shuffled mini-batch order
+        with open(self.run_dir / "samples.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": step + 1, "policy_version": job.version, "ids": [p.sample.id for p in prompts]}) + "\n")
+        job.future = self._executor.submit(self._generate_and_score, job)
+        return job
+
+    def _generate_and_score(self, job: RolloutJob) -> None:
+        """Generation, then rewards as soon as the round is generated (off the critical path when overlapped)."""
+        try:
+            job.gen_start = time.perf_counter()
+            job.generations = self.rollout.generate(job.prompts, dataclasses.replace(self.sampling, seed=job.seed))
+            job.gen_end = time.perf_counter()
+        finally:
+            job.generated.set()
+        items = [(g.text, p.sample.answer, p.sample.problem_type) for p, group in zip(job.prompts, job.generations) for g in group]
+        job.rewards = self.rewards.score_batch(items)
+
+    def _overlap_metrics(self, job: RolloutJob, learner_start: float, learner_end: float, round_start: float, lag: int) -> dict[str, float]:
+        """The round's timeline (seconds since the trainer started), busy fractions and overlap."""
+        now = time.perf_counter()
+        wall = max(now - round_start, 1e-9)
+        gens = [(j.gen_start, j.gen_end if j.generated.is_set() else now) for j in (job, self._inflight) if j is not None and j.gen_start]
+        busy = sum(max(0.0, min(b, now) - max(a, round_start)) for a, b in gens)
+        nxt = self._inflight
+        overlap = 0.0
+        if nxt is not None and nxt.gen_start:
+            overlap = max(0.0, min(nxt.gen_end if nxt.generated.is_set() else now, learner_end) - max(nxt.gen_start, learner_start))
+        t0 = self._t0
+        return {
+            "offpolicy/lag": float(lag),
+            "offpolicy/policy_version": float(job.version),
+            "timeline/gen_start": job.gen_start - t0,
+            "timeline/gen_end": job.gen_end - t0,
+            "timeline/learner_start": learner_start - t0,
+            "timeline/learner_end": learner_end - t0,
+            "timeline/next_gen_start": (nxt.gen_start - t0) if nxt is not None and nxt.gen_start else -1.0,
+            "busy/engines": busy / wall,
+            "busy/learner": (learner_end - learner_start) / wall,
+            "time/overlap": overlap,
+        }
+
     def save(self, step: int) -> Path:
         """An atomic checkpoint: learner state + HF policy export + the manifest."""
-        manifest = Manifest(step=step, samples_consumed=self.rounds.position,
+        manifest = Manifest(step=step, samples_consumed=self._trained_position,
                             config=self.cfg.model_dump(mode="json"), rng=capture_rng(), counters=dict(self.counters))
         return self.ckpt.save(manifest, self._write_state)
 
@@ -180,7 +284,8 @@ class Trainer:
             return 0
         manifest = self.ckpt.read_manifest(path)
         self.learner.load_checkpoint(str(path / "learner"))
-        self.stream.samples_consumed = self.rounds.position = manifest.samples_consumed
+        self.stream.samples_consumed = self.rounds.position = self._trained_position = manifest.samples_consumed
+        self.version = manifest.step
         restore_rng(manifest.rng)
         self.counters.update(manifest.counters)
         self._sync()  # the engines start from the base model: give them the resumed weights first
@@ -232,6 +337,8 @@ class Trainer:
         self._stop_requested = True
 
     def shutdown(self) -> None:
+        self._drop_inflight()
+        self._executor.shutdown(wait=True)
         for group in (self.rounds, self.rollout, self.learner, self.rewards):
             group.shutdown()
 
