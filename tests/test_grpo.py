@@ -121,3 +121,22 @@ def test_zero_advantage_gives_zero_policy_gradient_loss():
     loss, stats = policy_loss(logp, old, None, torch.zeros(2), mask, kl_coef=0.0)
     assert loss.item() == 0.0
     assert stats["clip_frac"].item() == 0.0
+
+
+def test_behaviour_weight_is_truncated_and_multiplies_the_clipped_term():
+    from rl.grpo import behaviour_weights
+
+    old = torch.tensor([[-1.0, -2.0, -0.5]])
+    behav = torch.tensor([[-1.0, -3.0, -0.2]])
+    w = behaviour_weights(old, behav, cap=2.0)
+    assert torch.allclose(w, torch.tensor([[1.0, 2.0, math.exp(-0.3)]]))  # exp(1) = 2.72 truncated to C = 2
+    logp = torch.tensor([[-0.9, -2.1, -0.4]], requires_grad=True)
+    mask = torch.ones(1, 3)
+    adv = torch.tensor([1.5])
+    plain, _ = policy_loss(logp, old, None, adv, mask, kl_coef=0.0)
+    weighted, _ = policy_loss(logp, old, None, adv, mask, kl_coef=0.0, behaviour_weight=w)
+    rho = torch.exp(logp - old)
+    per_token = -torch.minimum(rho * 1.5, rho.clamp(0.8, 1.2) * 1.5)
+    assert torch.allclose(weighted, (per_token * w).mean())
+    assert torch.equal(plain, policy_loss(logp, old, None, adv, mask, kl_coef=0.0, behaviour_weight=None)[0])
+    assert not torch.allclose(plain, weighted)
