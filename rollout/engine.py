@@ -11,6 +11,8 @@ with prefix caching the prompt and the prefix are then read from the KV cache, n
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import time
 import zlib
 from dataclasses import dataclass
@@ -79,6 +81,8 @@ class EngineSpec:
     max_model_len: Optional[int] = None
     attn_implementation: str = "sdpa"
     seed: int = 0
+    log_level: str = "WARNING"
+    """vLLM's logger level (`logging.engine_log_level`)."""
     fanout: Fanout = "n"
     """How a prompt's n samples are requested: one request with SamplingParams(n) (the measured
     faster one, see benchmarks/bench_rollout.py) or n requests that share the prefill through the
@@ -100,6 +104,7 @@ class EngineSpec:
             max_model_len=cfg.data.max_prompt_length + max_new,
             attn_implementation=cfg.model.attn_implementation,
             seed=cfg.trainer.seed,
+            log_level=cfg.logging.engine_log_level,
         )
 
     def replace(self, **changes) -> "EngineSpec":
@@ -163,7 +168,12 @@ class VLLMEngine:
 
     def __init__(self, spec: EngineSpec) -> None:
         configure_environment(spec.device, kvcache_gib=spec.cpu_kvcache_gib)
+        # vLLM's INFO lines (start-up, per-step stats) are opt-in (logging.engine_log_level): the
+        # variable reaches worker processes (GPU), the level this one if vLLM was imported already.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", spec.log_level)
         from vllm import LLM
+
+        logging.getLogger("vllm").setLevel(spec.log_level)
 
         self.spec = spec
         kwargs: dict = {}
