@@ -183,17 +183,44 @@ def test_tau_curve_from_one_pass_equals_real_auto_runs(engine, toy_dir, tmp_path
 # Engines, resume, errors
 
 
-def _toy_videomme(tmp_path: Path, videos: list[Path], count: int = 12) -> Path:
-    """A VideoMME-format parquet of toy questions (colour: the toy model is sure; count: unsure)."""
-    names = _place(videos, tmp_path / "bench")
+def _lossless_mp4(frames, fps: int) -> bytes:
+    """RGB H.264 at crf 0: decoding gives the frames back bit for bit."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264rgb", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+        stream.options = {"crf": "0", "preset": "veryfast", "threads": "1"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def _toy_benchmark(tmp_path: Path, count: int = 12) -> Path:
+    """NExT-QA-style multiple choice in lmms-eval's MVBench format (video, question, candidates,
+    answer text) over the toy prompts: colour questions (the toy model is sure) and count questions
+    (unsure). Each video holds a toy clip's frames twice over at 4 fps, so 2 fps sampling decodes
+    exactly the frames the toy model was trained on; the question is the toy question itself."""
+    import numpy as np
+
+    from rollout.toy import SURE_OPTIONS, SURE_QUESTION, UNSURE_QUESTION, toy_clip
+
+    folder = tmp_path / "bench"
+    (folder / "json").mkdir(parents=True, exist_ok=True)
+    (folder / "perception" / "videos").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(count):
         sure = i % 2 == 0
-        rows.append({"videoID": Path(names[i % len(names)]).stem, "question_id": f"toy-{i}", "duration": "short",
-                     "task_type": "colour" if sure else "count",
-                     "question": "What colour is the square?" if sure else "How many objects appear in the video?",
-                     "options": LETTERS4 if sure else ["A. 1", "B. 2", "C. 3", "D. 4"], "answer": "B" if sure else "C"})
-    return write_rows(rows, tmp_path / "bench" / "videomme.parquet")
+        frames = np.repeat(toy_clip("qwen2_5_vl", 21 + i).frames, 2, axis=0)
+        (folder / "perception" / "videos" / f"toy{i}.mp4").write_bytes(_lossless_mp4(frames, 4))
+        rows.append({"video": f"toy{i}.mp4", "question": SURE_QUESTION if sure else UNSURE_QUESTION,
+                     "candidates": SURE_OPTIONS if sure else ["1", "2", "3", "4"],
+                     "answer": SURE_OPTIONS[1] if sure else "3"})
+    return write_rows(rows, folder / "json" / "action_count.json").parent.parent
 
 
 def _cfg(toy_dir, *extra: str):
@@ -218,17 +245,17 @@ def _same(a: dict[str, dict], b: dict[str, dict]) -> None:
 
 
 @pytest.mark.slow
-def test_eval_on_two_engines_equals_one_and_resumes_after_a_kill(tmp_path, toy_dir, videos):
+def test_eval_on_two_engines_equals_one_and_resumes_after_a_kill(tmp_path, toy_dir):
     import ray
 
     from launch.eval import run_eval
 
-    data = _toy_videomme(tmp_path, videos)
+    data = _toy_benchmark(tmp_path)
     one = run_eval(_cfg(toy_dir, "rollout.num_engines=1"), str(toy_dir), str(data), tmp_path / "one", batch_size=3,
                    progress=False)
-    assert one["decoded"] == 12 and one["resumed"] == 0 and one["benchmark"] == "videomme"
+    assert one["decoded"] == 12 and one["resumed"] == 0 and one["benchmark"] == "mvbench"
     assert 0 < one["think_ratio"] < 1, "the toy set must exercise both early-exit outcomes"
-    assert {"accuracy", "mean_generated_tokens", "tokens_per_correct", "per_group"} <= set(one)
+    assert {"accuracy", "mean_generated_tokens", "tokens_per_correct", "per_group", "task_mean_accuracy"} <= set(one)
 
     # Kill a 2-engine run after its first batches, mid-run, with SIGKILL to the whole process group.
     out = tmp_path / "two"
