@@ -183,31 +183,12 @@ def test_tau_curve_from_one_pass_equals_real_auto_runs(engine, toy_dir, tmp_path
 # Engines, resume, errors
 
 
-def _lossless_mp4(frames, fps: int) -> bytes:
-    """RGB H.264 at crf 0: decoding gives the frames back bit for bit."""
-    import io
-
-    import av
-
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264rgb", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
-        stream.options = {"crf": "0", "preset": "veryfast", "threads": "1"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
-
-
 def _toy_benchmark(tmp_path: Path, count: int = 12) -> Path:
     """NExT-QA-style multiple choice in lmms-eval's MVBench format (video, question, candidates,
     answer text) over the toy prompts: colour questions (the toy model is sure) and count questions
     (unsure). Each video holds a toy clip's frames twice over at 4 fps, so 2 fps sampling decodes
     exactly the frames the toy model was trained on; the question is the toy question itself."""
-    import numpy as np
-
-    from rollout.toy import SURE_OPTIONS, SURE_QUESTION, UNSURE_QUESTION, toy_clip
+    from rollout.toy import SURE_OPTIONS, SURE_QUESTION, UNSURE_QUESTION, write_toy_video
 
     folder = tmp_path / "bench"
     (folder / "json").mkdir(parents=True, exist_ok=True)
@@ -215,8 +196,7 @@ def _toy_benchmark(tmp_path: Path, count: int = 12) -> Path:
     rows = []
     for i in range(count):
         sure = i % 2 == 0
-        frames = np.repeat(toy_clip("qwen2_5_vl", 21 + i).frames, 2, axis=0)
-        (folder / "perception" / "videos" / f"toy{i}.mp4").write_bytes(_lossless_mp4(frames, 4))
+        write_toy_video(folder / "perception" / "videos" / f"toy{i}.mp4", "qwen2_5_vl", 21 + i)
         rows.append({"video": f"toy{i}.mp4", "question": SURE_QUESTION if sure else UNSURE_QUESTION,
                      "candidates": SURE_OPTIONS if sure else ["1", "2", "3", "4"],
                      "answer": SURE_OPTIONS[1] if sure else "3"})
