@@ -16,8 +16,12 @@ from rl.runtime import Device, runtime_env_vars
 def required(cfg: Config, device: Device) -> dict[str, float]:
     """Logical resources the run needs: one CPU per actor; GPUs for engines (num_engines x TP) and learner ranks."""
     need = {"CPU": float(cfg.rollout.num_engines + cfg.learner.world_size + cfg.reward.num_workers)}
+    need["CPU"] += (cfg.data.num_builders or 0) * cfg.data.builder_cpus
     if device == "cuda":
         need["GPU"] = float(cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size + cfg.learner.world_size)
+    for per_actor, count in ((cfg.cluster.rollout_resources, cfg.rollout.num_engines), (cfg.cluster.learner_resources, cfg.learner.world_size)):
+        for name, amount in per_actor.items():
+            need[name] = need.get(name, 0.0) + amount * count
     return need
 
 
@@ -46,9 +50,11 @@ def check_resources(cfg: Config, device: Device) -> None:
         "GPU": (f"rollout.num_engines ({cfg.rollout.num_engines}) x rollout.tensor_parallel_size "
                 f"({cfg.rollout.tensor_parallel_size}) + learner.world_size ({cfg.learner.world_size})"),
         "CPU": (f"one per actor: rollout.num_engines ({cfg.rollout.num_engines}) + learner.world_size "
-                f"({cfg.learner.world_size}) + reward.num_workers ({cfg.reward.num_workers})"),
+                f"({cfg.learner.world_size}) + reward.num_workers ({cfg.reward.num_workers}) + data.num_builders "
+                f"({cfg.data.num_builders or 0}) x data.builder_cpus ({cfg.data.builder_cpus:g})"),
     }
-    short = [f"{have.get(resource, 0.0):g} {resource} but the config needs {amount:g}: {why[resource]}"
+    short = [f"{have.get(resource, 0.0):g} {resource} but the config needs {amount:g}: "
+             f"{why.get(resource, 'cluster.rollout_resources / cluster.learner_resources x their actor counts')}"
              for resource, amount in sorted(required(cfg, device).items(), reverse=True)
              if have.get(resource, 0.0) + 1e-9 < amount]
     if short:

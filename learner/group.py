@@ -3,7 +3,10 @@
 Rank 0 picks the rendezvous address and port; every actor gets RANK / WORLD_SIZE / LOCAL_RANK /
 MASTER_ADDR / MASTER_PORT before DeepSpeed initialises (gloo on CPU, NCCL on GPU). A rollout round
 of N = K x M samples becomes K optimizer steps of M samples; rank r takes the r-th of W equal
-slices of every mini-batch (paper: 2048 samples as 8 steps of 256).
+slices of every mini-batch (paper: 2048 samples as 8 steps of 256). The steps hold whole prompt
+groups in order (`learner.minibatch: grouped`) or the round's samples shuffled (`shuffled`, the
+official make-up; the ranks then first score whole groups, so each prompt is computed once per
+group for the old and reference log-probs, and train on the shuffled samples with those given).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import dataclasses
 from typing import Any, Optional
 
 import ray
+import torch
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -38,6 +42,7 @@ class LearnerGroup:
         device = resolve_device(cfg.cluster.device)
         self.device = device
         bundle = {"CPU": 1, "GPU": 1} if device == "cuda" else {"CPU": 1}
+        bundle.update(cfg.cluster.learner_resources)
         self.placement_group = placement_group([dict(bundle) for _ in range(self.world_size)], strategy="PACK")
         ray.get(self.placement_group.ready(), timeout=ready_timeout_s)
         actor = ray.remote(LearnerWorker)
@@ -81,28 +86,71 @@ class LearnerGroup:
         advantages: list[float],
         rollout_logprobs: Optional[list[list[float]]] = None,
         num_steps: Optional[int] = None,
+        seed: Optional[int] = None,
     ) -> dict[str, Any]:
         """One rollout round as `num_steps` (default trainer.steps_per_round) optimizer steps; returns round stats.
 
-        `stats["nonfinite_loss"]` flags a non-finite loss (the step it hit is skipped by DeepSpeed's
-        invalid-gradient-norm check; `steps_applied` counts the others).
+        The G copies of a prompt must be the same `ModelInput` object (that is how groups are
+        known). With `learner.minibatch: shuffled` the ranks first score whole groups (old and
+        reference log-probs), then the samples are shuffled by `seed` (default trainer.seed) and
+        trained on. `stats["nonfinite_loss"]` flags a non-finite loss (the step it hit is skipped by
+        DeepSpeed's invalid-gradient-norm check; `steps_applied` counts the others).
         """
         num_steps = num_steps or self.cfg.trainer.steps_per_round
         inputs = _without_engine_data(inputs)
+        n = len(inputs)
+        columns: dict[str, Optional[list[Any]]] = {
+            "inputs": inputs, "responses": responses, "advantages": [float(a) for a in advantages],
+            "rollout_logprobs": rollout_logprobs, "old_logprobs": None, "ref_logprobs": None,
+        }
+        scoring: dict[str, float] = {}
+        if self.cfg.learner.minibatch == "shuffled":
+            scores = self.score(inputs, responses)
+            columns["old_logprobs"], columns["ref_logprobs"] = scores["old"], scores["ref"]
+            scoring = {k: scores[k] for k in ("seconds_old_logprobs", "seconds_ref_logprobs")}
+            order = shuffled_order(n, self.cfg.trainer.seed if seed is None else seed)
+            columns = {k: ([v[i] for i in order] if v is not None else None) for k, v in columns.items()}
         calls = []
-        for worker, idx in zip(self.workers, self._shards(len(inputs), num_steps)):
-            calls.append(
-                worker.train_round.remote(
-                    [inputs[i] for i in idx],
-                    [responses[i] for i in idx],
-                    [float(advantages[i]) for i in idx],
-                    num_steps,
-                    [rollout_logprobs[i] for i in idx] if rollout_logprobs is not None else None,
-                )
-            )
-        return wait_all(calls)[0]
+        for worker, idx in zip(self.workers, self._shards(n, num_steps)):
+            part = {k: ([v[i] for i in idx] if v is not None else None) for k, v in columns.items()}
+            calls.append(worker.train_round.remote(
+                part["inputs"], part["responses"], part["advantages"], num_steps,
+                rollout_logprobs=part["rollout_logprobs"], old_logprobs=part["old_logprobs"], ref_logprobs=part["ref_logprobs"],
+            ))
+        stats = wait_all(calls)[0]
+        stats.update(scoring)
+        return stats
 
-    def train_round(self, prompts: list[ModelInput], generations: list[list[Generation]], advantages: list[float]) -> dict[str, float]:
+    def score(self, inputs: list[ModelInput], responses: list[list[int]]) -> dict[str, Any]:
+        """Old and reference log-probs of every sample, each rank scoring whole prompt groups (balanced by tokens).
+
+        Returns {"old": [...], "ref": [...] or None} in input order, and the slowest rank's seconds per pass.
+        """
+        inputs = _without_engine_data(inputs)
+        groups: dict[int, list[int]] = {}
+        for i, mi in enumerate(inputs):
+            groups.setdefault(id(mi), []).append(i)
+        costs = [sum(len(inputs[i].prompt_ids) + len(responses[i]) for i in members) for members in groups.values()]
+        shards = group_shards(list(groups.values()), costs, self.world_size)
+        parts = wait_all([
+            worker.score_round.remote([inputs[i] for i in idx], [responses[i] for i in idx])
+            for worker, idx in zip(self.workers, shards)
+        ])
+        old: list[Any] = [None] * len(inputs)
+        ref: Optional[list[Any]] = [None] * len(inputs) if parts[0]["ref"] is not None else None
+        for idx, part in zip(shards, parts):
+            for j, i in enumerate(idx):
+                old[i] = part["old"][j]
+                if ref is not None:
+                    ref[i] = part["ref"][j]
+        out: dict[str, Any] = {"old": old, "ref": ref}
+        for key in ("seconds_old_logprobs", "seconds_ref_logprobs"):
+            out[key] = max(part[key] for part in parts)
+        return out
+
+    def train_round(
+        self, prompts: list[ModelInput], generations: list[list[Generation]], advantages: list[float], seed: Optional[int] = None
+    ) -> dict[str, float]:
         """The trainer's view of `train`: one prompt per group of G generations; flat metrics.
 
         Keys: `train/<stat>` for the round stats, `train/skipped_nonfinite` (updates skipped for a
@@ -110,7 +158,7 @@ class LearnerGroup:
         """
         inputs = [p for p, group in zip(prompts, generations) for _ in group]
         flat = [g for group in generations for g in group]
-        stats = self.train(inputs, [g.token_ids for g in flat], advantages, rollout_logprobs=[g.logprobs for g in flat])
+        stats = self.train(inputs, [g.token_ids for g in flat], advantages, rollout_logprobs=[g.logprobs for g in flat], seed=seed)
         metrics = {f"train/{k}": float(v) for k, v in stats.items() if k != "per_step" and not k.startswith("seconds_")}
         metrics["train/skipped_nonfinite"] = float(stats["steps"] - stats["steps_applied"])
         metrics["time/logprobs"] = stats["seconds_old_logprobs"] + stats["seconds_ref_logprobs"]
@@ -195,6 +243,34 @@ class LearnerGroup:
             ray.kill(worker)
         remove_placement_group(self.placement_group)
         self.workers = []
+
+
+def shuffled_order(n: int, seed: int) -> list[int]:
+    """The official mini-batch make-up: a seeded permutation of the round's samples (a pure function
+    of the seed, which derives from trainer.seed and the round, so a resumed run draws the same one)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def group_shards(groups: list[list[int]], costs: list[int], world_size: int) -> list[list[int]]:
+    """Sample indices per rank for a scoring pass: whole groups, balanced by token cost.
+
+    Longest-processing-time first: the costliest group goes to the least loaded rank. With fewer
+    groups than ranks, groups are split into near-equal consecutive slices instead (every rank needs
+    at least one sample to keep the collectives in step).
+    """
+    flat = [i for members in groups for i in members]
+    if len(groups) < world_size:
+        if len(flat) < world_size:
+            raise ValueError(f"{len(flat)} samples cannot feed {world_size} learner ranks")
+        return [flat[len(flat) * r // world_size: len(flat) * (r + 1) // world_size] for r in range(world_size)]
+    load = [0] * world_size
+    shards: list[list[int]] = [[] for _ in range(world_size)]
+    for g in sorted(range(len(groups)), key=lambda g: -costs[g]):
+        r = min(range(world_size), key=lambda r: (load[r], r))
+        shards[r].extend(groups[g])
+        load[r] += costs[g]
+    return [sorted(shard) for shard in shards]
 
 
 def _without_engine_data(inputs: list[ModelInput]) -> list[ModelInput]:

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from learner.batch import MicroBatch, Sequence, collate, plan_micro_batches, response_logprobs
+from learner.lockstep import install_vision_lockstep
 from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
 from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
@@ -138,6 +139,11 @@ class Learner:
         apply_freeze(model, lcfg.freeze_vision)
         if lcfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers also hooks every input embedding (the vision patch embedding too) to output
+            # requires_grad=True, a PEFT aid that makes backward recompute and traverse the whole
+            # frozen vision encoder. Non-reentrant checkpointing needs no such hook, and the text
+            # embeddings train anyway.
+            model.disable_input_require_grads()
         self.pad_id = getattr(model.config.get_text_config(), "pad_token_id", None) or 0
 
         decay, no_decay = [], []
@@ -169,6 +175,7 @@ class Learner:
         """
         model = load_vl_model(self.model_dir, dtype=self.dtype, attn_implementation=self.cfg.model.attn_implementation)
         model.config.use_cache = False
+        install_vision_lockstep(model)  # ranks with different modalities stay in step (learner.lockstep)
         return model
 
     def _reference(self):
@@ -223,6 +230,32 @@ class Learner:
         scores = self._score(self.engine, seqs, plans)
         return [scores[i].tolist() for i in range(len(seqs))]
 
+    def _score_all(self, seqs: list[Sequence], plans: list[Plan], timings: dict[str, float]) -> tuple[dict[int, torch.Tensor], Optional[dict[int, torch.Tensor]]]:
+        """Old (current policy) and reference log-probs of every sample, timed into `timings`."""
+        start = time.perf_counter()
+        old = self._score(self.engine, seqs, plans)
+        timings["seconds_old_logprobs"] = time.perf_counter() - start
+        start = time.perf_counter()
+        ref = self._score(self.ref, seqs, plans) if self.ref is not None else None
+        timings["seconds_ref_logprobs"] = time.perf_counter() - start
+        return old, ref
+
+    def score_round(self, inputs: list[ModelInput], responses: list[list[int]]) -> dict[str, Any]:
+        """Old and reference log-probs of this rank's samples, before any update of the round (collective).
+
+        Used when a round's mini-batches are shuffled: the driver hands each rank whole prompt
+        groups to score (each prompt computed once per group), then the shuffled samples to train.
+        """
+        seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs) for mi, r in zip(inputs, responses)]
+        plans = self._lockstep([self._plan([len(s) for s in seqs], list(range(len(seqs))))])
+        timings = {"seconds_old_logprobs": 0.0, "seconds_ref_logprobs": 0.0}
+        old, ref = self._score_all(seqs, plans, timings)
+        return {
+            "old": [old[i].tolist() for i in range(len(seqs))],
+            "ref": [ref[i].tolist() for i in range(len(seqs))] if ref is not None else None,
+            **timings,
+        }
+
     # ---- training -----------------------------------------------------------------------------
 
     def train_round(
@@ -232,30 +265,35 @@ class Learner:
         advantages: list[float],
         num_steps: int,
         rollout_logprobs: Optional[list[list[float]]] = None,
+        old_logprobs: Optional[list[list[float]]] = None,
+        ref_logprobs: Optional[list[list[float]]] = None,
     ) -> dict[str, Any]:
         """Run this rank's samples of a rollout round as `num_steps` optimizer steps; returns global stats.
 
         The samples are in step order: `num_steps` equal consecutive shards. Old and reference
-        log-probs are computed for all of them before the first update. `rollout_logprobs` (the
-        engines' own) do not enter the loss; their gap to the recomputed old log-probs is reported.
+        log-probs are computed for all of them before the first update, unless given (from
+        `score_round` over whole groups, when the mini-batches are shuffled). `rollout_logprobs`
+        (the engines' own) do not enter the loss; their gap to the old log-probs is reported.
         """
         n = len(inputs)
-        if not (len(responses) == len(advantages) == n) or (rollout_logprobs is not None and len(rollout_logprobs) != n):
-            raise ValueError("inputs, responses, advantages (and rollout_logprobs) must have one entry per sample")
+        given = [x for x in (rollout_logprobs, old_logprobs, ref_logprobs) if x is not None]
+        if not (len(responses) == len(advantages) == n) or any(len(x) != n for x in given):
+            raise ValueError("inputs, responses, advantages (and rollout/old/ref log-probs) must have one entry per sample")
         if n == 0 or n % num_steps:
             raise ValueError(f"{n} samples on rank {self.rank} do not split into {num_steps} steps")
+        if old_logprobs is not None and self.ref is not None and ref_logprobs is None:
+            raise ValueError("old_logprobs come with ref_logprobs when the learner has a reference model")
         seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs, float(a)) for mi, r, a in zip(inputs, responses, advantages)]
         lengths = [len(s) for s in seqs]
         shard = n // num_steps
         plans = self._lockstep([self._plan(lengths, list(range(k * shard, (k + 1) * shard))) for k in range(num_steps)])
 
-        timings = {}
-        start = time.perf_counter()
-        old = self._score(self.engine, seqs, plans)
-        timings["seconds_old_logprobs"] = time.perf_counter() - start
-        start = time.perf_counter()
-        ref = self._score(self.ref, seqs, plans) if self.ref is not None else None
-        timings["seconds_ref_logprobs"] = time.perf_counter() - start
+        timings = {"seconds_old_logprobs": 0.0, "seconds_ref_logprobs": 0.0}
+        if old_logprobs is None:
+            old, ref = self._score_all(seqs, plans, timings)
+        else:
+            old = {i: torch.tensor(lp, dtype=torch.float32) for i, lp in enumerate(old_logprobs)}
+            ref = {i: torch.tensor(lp, dtype=torch.float32) for i, lp in enumerate(ref_logprobs)} if self.ref is not None else None
 
         start = time.perf_counter()
         steps = [self._train_step(seqs, plan, old, ref) for plan in plans]
@@ -522,6 +560,9 @@ class LearnerWorker:
 
     def logprobs(self, inputs: list[ModelInput], responses: list[list[int]]) -> list[list[float]]:
         return self.learner.logprobs(inputs, responses)
+
+    def score_round(self, inputs: list[ModelInput], responses: list[list[int]]) -> dict[str, Any]:
+        return self.learner.score_round(inputs, responses)
 
     def named_trainable_parameters_meta(self) -> list[ParamMeta]:
         return self.learner.named_trainable_parameters_meta()

@@ -65,6 +65,14 @@ class DataConfig(_Section):
     """None: the official evaluation prompt (rl.prompts). Otherwise the text, or a path to a file."""
     shuffle: bool = True
     seed: int = 0
+    num_builders: Optional[int] = Field(default=None, ge=0)
+    """Input-builder actors that decode media and render prompts in parallel (rl.builders).
+    None: as many as the cluster's free CPUs allow once engines, learner and reward workers are
+    placed (at least one when any CPU is free); 0: build in the driver, one prompt after another."""
+    builder_cpus: float = Field(default=1.0, gt=0)
+    """Ray CPUs per input-builder actor."""
+    prefetch_rounds: int = Field(default=1, ge=0)
+    """Rounds whose prompts are built ahead, while the current round trains (with builder actors)."""
 
     @model_validator(mode="after")
     def _frames(self) -> "DataConfig":
@@ -131,6 +139,11 @@ class LearnerConfig(_Section):
     """Token budget of one forward/backward micro-batch."""
     freeze_vision: bool = True
     """The vision encoder is frozen; the merger and the language model train."""
+    minibatch: Literal["grouped", "shuffled"] = "grouped"
+    """How a round's samples make up its optimizer steps. `grouped`: step k trains on whole prompt
+    groups in order (verl's convention; each step shares a prompt's prefix across its G responses).
+    `shuffled`: the official make-up, the round's samples shuffled across the steps (seeded by
+    trainer.seed and the round); old/ref log-probs are still computed over whole groups first."""
 
 
 class SyncConfig(_Section):
@@ -179,6 +192,11 @@ class ClusterConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     ray_address: Optional[str] = None
     """None: join the cluster of RAY_ADDRESS / `ray job submit`, or start a local one."""
+    rollout_resources: dict[str, float] = {}
+    """Extra Ray resources each engine actor asks for, to pin engines to a kind of node
+    (e.g. {"rollout_node": 1} with `ray start --resources '{"rollout_node": 8}'`)."""
+    learner_resources: dict[str, float] = {}
+    """Extra Ray resources each learner rank's bundle asks for (pins the learner world likewise)."""
 
 
 class Config(_Section):

@@ -20,6 +20,11 @@ class SampleError(RuntimeError):
         super().__init__(f"sample {sample_id}: {reason}: {detail}")
         self.sample_id = sample_id
         self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self):
+        # Builder actors return it to the driver: pickle it with its own arguments.
+        return (SampleError, (self.sample_id, self.reason, self.detail))
 
 
 class InputBuilder:

@@ -41,7 +41,7 @@ def rollout_metrics(
     generations: Sequence[Generation],
     rewards: Sequence[RewardBreakdown],
 ) -> dict[str, float]:
-    """Reward total and parts (overall and per problem type), response lengths, truncation, timeouts.
+    """Reward total and parts (overall, per problem type, per modality), response lengths, truncation, timeouts.
 
     `samples[i]` is the prompt of `generations[i]` (already repeated G times).
     """
@@ -64,6 +64,11 @@ def rollout_metrics(
         by_type[s.problem_type].append(i)
     for ptype, idx in sorted(by_type.items()):
         parts(idx, f"{ptype}/")
+    by_modality: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        by_modality["text" if s.media_kind == "none" else s.media_kind].append(i)
+    for modality, idx in sorted(by_modality.items()):
+        parts(idx, f"modality/{modality}/")
     lengths = [len(g.token_ids) for g in generations]
     out["response/length_mean"] = sum(lengths) / max(n, 1)
     out["response/length_max"] = float(max(lengths, default=0))

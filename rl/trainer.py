@@ -31,13 +31,14 @@ import torch
 
 from learner.group import LearnerGroup
 from reward.pool import RewardPool
+from rl.builders import BuilderPool, RoundBuilder
 from rl.checkpoint import CheckpointManager, Manifest, capture_rng, restore_rng
 from rl.config import Config, to_yaml
 from rl.grpo import group_advantages
-from rl.inputs import InputBuilder, SampleError
+from rl.inputs import InputBuilder
 from rl.metrics import MetricsLogger, PhaseTimer, rollout_metrics
 from rl.stream import PromptStream
-from rl.types import ModelInput, Sample
+from rl.types import Sample
 from rollout.group import RolloutGroup
 from rollout.sampling import SamplingSettings
 
@@ -60,13 +61,15 @@ class Trainer:
         self.inputs = InputBuilder(str(model_dir), cfg.data)
         self.stream: PromptStream[Sample] = PromptStream(samples, seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
         self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last)
-        self.counters: dict[str, float] = {"skipped_samples": 0, "nonfinite_updates": 0, "engine_restarts": 0, "reward_timeouts": 0}
+        self.counters: dict[str, float] = {"skipped_samples": 0, "nonfinite_updates": 0, "engine_restarts": 0,
+                                           "reward_timeouts": 0, "builder_restarts": 0}
         self.rewards = RewardPool.from_config(cfg.reward)
         self.rollout = RolloutGroup.from_config(cfg, str(model_dir))
         self.learner = LearnerGroup.from_config(cfg, str(model_dir))
         self.learner.connect(self.rollout)
         self.rollout.weights_dir = self._current_policy_dir
         self.sampling = SamplingSettings.from_config(cfg.rollout)
+        self.rounds = self._round_builder()
         self._restarts_seen = 0
         self._stop_requested = False
 
@@ -112,12 +115,14 @@ class Trainer:
         cfg = self.cfg
         G = cfg.rollout.n
         with timer.phase("data"):
-            prompts = self._next_prompts(cfg.trainer.prompts_per_round)
+            prompts = self.rounds.next_round(cfg.trainer.prompts_per_round)
             with open(self.run_dir / "samples.jsonl", "a") as fh:
                 fh.write(json.dumps({"step": step + 1, "ids": [p.sample.id for p in prompts]}) + "\n")
+        round_seed = cfg.trainer.seed * 1_000_003 + step  # sampling seeds and the shuffled mini-batch order
         with timer.phase("rollout"):
-            sampling = dataclasses.replace(self.sampling, seed=cfg.trainer.seed * 1_000_003 + step)
+            sampling = dataclasses.replace(self.sampling, seed=round_seed)
             generations = self.rollout.generate(prompts, sampling)
+        self.rounds.prefetch(cfg.trainer.prompts_per_round, cfg.data.prefetch_rounds)  # built while this round trains
         if self.rollout.restarts > self._restarts_seen:
             log.warning("round %d: %d rollout engine restart(s); the replacement started from the current "
                         "policy and joins a re-formed weight-sync group", step + 1, self.rollout.restarts - self._restarts_seen)
@@ -132,7 +137,7 @@ class Trainer:
         adv = group_advantages(torch.tensor([r.total for r in rewards], dtype=torch.float32), G, cfg.grpo.eps)
         learner_start = time.perf_counter()
         try:
-            stats = self.learner.train_round(prompts, generations, adv.advantages.tolist())
+            stats = self.learner.train_round(prompts, generations, adv.advantages.tolist(), seed=round_seed)
         except Exception as exc:
             if _is_actor_death(exc):
                 raise LearnerDied(f"round {step + 1}: a learner rank died: {exc}") from None
@@ -154,13 +159,14 @@ class Trainer:
         metrics["time/phases"] = sum(timer.seconds.values())
         metrics["time/round"] = time.perf_counter() - wall_start
         metrics["time/overhead"] = metrics["time/round"] - metrics["time/phases"]
-        metrics["data/samples_consumed"] = float(self.stream.samples_consumed)
+        metrics["data/samples_consumed"] = float(self.rounds.position)
+        self.counters["builder_restarts"] = float(self.rounds.restarts)
         metrics.update({f"counters/{k}": float(v) for k, v in self.counters.items()})
         return metrics
 
     def save(self, step: int) -> Path:
         """An atomic checkpoint: learner state + HF policy export + the manifest."""
-        manifest = Manifest(step=step, samples_consumed=self.stream.samples_consumed,
+        manifest = Manifest(step=step, samples_consumed=self.rounds.position,
                             config=self.cfg.model_dump(mode="json"), rng=capture_rng(), counters=dict(self.counters))
         return self.ckpt.save(manifest, self._write_state)
 
@@ -174,7 +180,7 @@ class Trainer:
             return 0
         manifest = self.ckpt.read_manifest(path)
         self.learner.load_checkpoint(str(path / "learner"))
-        self.stream.samples_consumed = manifest.samples_consumed
+        self.stream.samples_consumed = self.rounds.position = manifest.samples_consumed
         restore_rng(manifest.rng)
         self.counters.update(manifest.counters)
         self._sync()  # the engines start from the base model: give them the resumed weights first
@@ -204,25 +210,29 @@ class Trainer:
         self.learner.export_hf(str(path))
         return str(path)
 
-    def _next_prompts(self, k: int) -> list[ModelInput]:
-        """k rendered prompts; samples whose media or length is bad are skipped and counted."""
-        prompts: list[ModelInput] = []
-        while len(prompts) < k:
-            for sample in self.stream.take(k - len(prompts)):
-                try:
-                    prompts.append(self.inputs.build(sample))
-                except SampleError as exc:
-                    self.counters["skipped_samples"] += 1
-                    log.warning("skipping %s", exc)
-            if self.counters["skipped_samples"] > len(self.stream.items) * self.cfg.trainer.epochs:
-                raise RuntimeError("every sample of the dataset was skipped: check data paths and media")
-        return prompts
+    def _round_builder(self) -> RoundBuilder:
+        """Prompts built by builder actors (data.num_builders; None: the cluster's free CPUs) or in the driver."""
+        import ray
+
+        data = self.cfg.data
+        count = data.num_builders
+        if count is None:
+            count = int(ray.available_resources().get("CPU", 0.0) // data.builder_cpus)
+        pool = BuilderPool(str(self.model_dir), data, count, data.builder_cpus) if count > 0 else None
+        log.info("prompts are built by %s", f"{count} builder actor(s), {data.prefetch_rounds} round(s) ahead" if pool else "the driver")
+
+        def skip(exc: Exception) -> None:
+            self.counters["skipped_samples"] += 1
+            log.warning("skipping %s", exc)
+
+        return RoundBuilder(self.stream, None if pool else self.inputs, pool, skip,
+                            max_skips=len(self.stream.items) * self.cfg.trainer.epochs)
 
     def _on_sigterm(self, signum: int, frame: Optional[object]) -> None:
         self._stop_requested = True
 
     def shutdown(self) -> None:
-        for group in (self.rollout, self.learner, self.rewards):
+        for group in (self.rounds, self.rollout, self.learner, self.rewards):
             group.shutdown()
 
 

@@ -50,6 +50,7 @@ def actor_options(spec: EngineSpec, num_cpus: float = 1.0) -> dict[str, Any]:
     return {
         "num_cpus": num_cpus,
         "num_gpus": spec.tensor_parallel_size if spec.device == "cuda" else 0,
+        "resources": dict(spec.resources),
         "max_restarts": 0,
         "runtime_env": {"env_vars": runtime_env_vars(spec.device, in_actor=True, kvcache_gib=spec.cpu_kvcache_gib)},
     }

@@ -81,6 +81,8 @@ class EngineSpec:
     max_model_len: Optional[int] = None
     attn_implementation: str = "sdpa"
     seed: int = 0
+    resources: tuple[tuple[str, float], ...] = ()
+    """Extra Ray resources the engine actor asks for (cluster.rollout_resources)."""
     log_level: str = "WARNING"
     """vLLM's logger level (`logging.engine_log_level`)."""
     fanout: Fanout = "n"
@@ -104,7 +106,11 @@ class EngineSpec:
             max_model_len=cfg.data.max_prompt_length + max_new,
             attn_implementation=cfg.model.attn_implementation,
             seed=cfg.trainer.seed,
+<<<<<<< HEAD
             log_level=cfg.logging.engine_log_level,
+=======
+            resources=tuple(sorted(cfg.cluster.rollout_resources.items())),
+>>>>>>> main
         )
 
     def replace(self, **changes) -> "EngineSpec":
