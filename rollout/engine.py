@@ -106,11 +106,8 @@ class EngineSpec:
             max_model_len=cfg.data.max_prompt_length + max_new,
             attn_implementation=cfg.model.attn_implementation,
             seed=cfg.trainer.seed,
-<<<<<<< HEAD
-            log_level=cfg.logging.engine_log_level,
-=======
             resources=tuple(sorted(cfg.cluster.rollout_resources.items())),
->>>>>>> main
+            log_level=cfg.logging.engine_log_level,
         )
 
     def replace(self, **changes) -> "EngineSpec":
