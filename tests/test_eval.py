@@ -123,6 +123,7 @@ def test_readers_of_every_benchmark_format(tmp_path, videos):
     mvb = load_benchmark(tmp_path / "mvbench")
     assert mvb.name == "mvbench" and len(mvb) == 2 and mvb.dataset.report.counts == {"invalid_answer": 1}
     assert {t["group"] for t in mvb.truths.values()} == {"action_antonym"} and mvb.dataset[0].answer == "B"
+    assert len(load_benchmark(tmp_path / "mvbench" / "json" / "action_antonym.json")) == 2  # one task file
 
     ch = load_benchmark(tmp_path / "charades_test.json")
     assert ch.name == "charades_sta" and len(ch) == 2 and ch.dataset.report.total == 1  # the missing video
@@ -318,3 +319,21 @@ def test_a_new_run_moves_an_earlier_run_aside(tmp_path):
     log.log(0, {"reward/total": 2.0})
     log.close()
     assert [r["reward/total"] for r in read_metrics(run)] == [2.0]
+
+
+def test_repeated_library_warnings_appear_once_per_process(caplog):
+    import logging
+
+    from rl.runtime import REPEATING_LOGGERS, quiet_repeated_warnings
+
+    quiet_repeated_warnings()
+    quiet_repeated_warnings()  # idempotent: one filter per logger
+    log = logging.getLogger("vllm.v1.worker.cpu_worker")
+    assert log.name in REPEATING_LOGGERS
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for _ in range(50):
+            log.warning("CPU backend doesn't allow to use `torch.set_num_threads` after the thread binding, skip it.")
+        log.warning("another warning")
+        log.info("info lines are not filtered")
+        log.info("info lines are not filtered")
+    assert [r.getMessage()[:13] for r in caplog.records] == ["CPU backend d", "another warni", "info lines ar", "info lines ar"]

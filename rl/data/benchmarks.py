@@ -254,8 +254,8 @@ def load_benchmark(path: PathLike, name: str = "auto", media_root: Optional[Path
                    check: str = "probe") -> Benchmark:
     """The usable samples of a benchmark annotation file, their ground truths and the skip report.
 
-    `media_root` is where videos are looked for (default: the annotation file's folder; for an
-    MVBench folder, the folder itself). Records that do not fit and unusable videos are skipped and
+    `media_root` is where videos are looked for (default: the annotation file's folder; for MVBench,
+    the folder holding `json/`). Records that do not fit and unusable videos are skipped and
     counted; a file that cannot be read raises BenchmarkError (or the loader's DataError).
     """
     from rl.data.loaders import check_media, load_dataset
@@ -272,7 +272,8 @@ def load_benchmark(path: PathLike, name: str = "auto", media_root: Optional[Path
     samples: list[Sample] = []
     truths: dict[str, dict] = {}
     if name == "mvbench":
-        root = Path(media_root) if media_root is not None else (path if path.is_dir() else path.parent)
+        default = path if path.is_dir() else (path.parent.parent if path.parent.name == "json" else path.parent)
+        root = Path(media_root) if media_root is not None else default
         for file in _mvbench_files(path):
             _convert_rows(read_rows(file), _mvbench(file.stem), root, str(file), report, samples, truths)
     else:
