@@ -1,7 +1,8 @@
-"""The `thinkonce` command: train, infer, filter, make-tiny, demo.
+"""The `thinkonce` command: train, infer, eval, filter, make-tiny, demo.
 
 Each subcommand is a thin parser around a function elsewhere; heavy imports happen only inside the
-subcommand that needs them, so `thinkonce --help` is instant.
+subcommand that needs them, so `thinkonce --help` is instant. Errors in the user's input (config, data, paths, an output
+folder of another run) print one line and exit with code 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def _infer(args: argparse.Namespace) -> int:
     return infer(args)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from launch.eval import evaluate
+
+    return evaluate(args)
+
+
 def _filter(args: argparse.Namespace) -> int:
     from launch.filter import filter_dataset
 
@@ -69,6 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides")
     p.set_defaults(func=_infer)
 
+    p = sub.add_parser("eval", help="early-exit evaluation on benchmark files over rollout.num_engines engines (resumable)")
+    p.add_argument("--model", required=True, help="HF model directory (or tiny:<family>)")
+    p.add_argument("--data", required=True,
+                   help="annotation file (.parquet/.json/.jsonl) of VideoMME, MVBench (file or folder), Charades-STA, "
+                        "ActivityNet, NExT-GQA, or internal data (.jsonl/.parquet/data_config.yaml)")
+    p.add_argument("--benchmark", default="auto",
+                   choices=["auto", "videomme", "mvbench", "charades_sta", "activitynet", "nextgqa", "internal"])
+    p.add_argument("--media-root", default=None, help="folder of the videos (default: the annotation file's folder)")
+    p.add_argument("--out", required=True, help="output folder: predictions.jsonl, summary.json (a rerun resumes)")
+    p.add_argument("--tau", type=float, default=None, help="confidence threshold (default by family: 0.97 / 0.98)")
+    p.add_argument("--mode", default=None, choices=["auto", "always-think", "never-think", "post-hoc"],
+                   help="default: infer.mode")
+    p.add_argument("--tau-sweep", action="store_true",
+                   help="one full decode; accuracy, think ratio and tokens of `auto` at every tau (table + PNG)")
+    p.add_argument("--taus", default=None, help="comma-separated taus for --tau-sweep (default: 0.05..0.9, 0.91..1.0)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per engine call (the resume granularity)")
+    p.add_argument("--overwrite", action="store_true", help="move an existing --out folder aside and start over")
+    p.add_argument("--config", default=None, help="optional YAML preset for engine/data settings")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.num_engines=2")
+    p.set_defaults(func=_eval)
+
     p = sub.add_parser("filter", help="difficulty filter: drop QA prompts the model gets all right or all wrong")
     p.add_argument("--config", default="configs/tiny_cpu.yaml")
     p.add_argument("--data", required=True, help="input dataset")
@@ -87,13 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug: reported in one line (imported late: heavy modules)."""
+    from launch.eval import EvalError
+    from rl.data.benchmarks import BenchmarkError
+    from rl.data.loaders import DataError
+    from rl.inputs import SampleError
+
+    return (ConfigError, DataError, BenchmarkError, EvalError, SampleError, FileNotFoundError)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except ConfigError as exc:
-        print(f"thinkonce: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        print(f"thinkonce: error: {exc}", file=sys.stderr)
         return 2
 
 

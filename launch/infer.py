@@ -114,7 +114,7 @@ def run_inference(
     `engine` reuses an already built engine (tests, benchmarks); by default one is built from
     `rollout.backend` and the model. Samples whose media cannot be used are skipped and counted.
     """
-    from rl.data.loaders import load_dataset, load_from_config
+    from rl.data.loaders import DataError, load_dataset, load_from_config
     from rl.inputs import InputBuilder, SampleError
     from rl.tiny import model_family
     from rollout.engine import EngineSpec, build_engine
@@ -124,6 +124,8 @@ def run_inference(
     mode = mode or cfg.infer.mode
     tau = tau or cfg.infer.tau or default_tau(model_family(model_dir))
     dataset = load_from_config(cfg.data) if data == "synthetic" else load_dataset(data, cfg.data.media_root)
+    if not len(dataset):
+        raise DataError(f"no usable samples in {data} ({dataset.report.summary()})")
     builder = InputBuilder(str(model_dir), cfg.data)
     if engine is None:
         spec = EngineSpec.from_config(cfg, str(model_dir))

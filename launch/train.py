@@ -14,7 +14,9 @@ from rl.config import load_config
 def train(config_path: str, overrides: Sequence[str], resume: str = "auto") -> int:
     """Run GRPO training; returns the process exit code."""
     from launch.placement import check_resources, init_ray
-    from rl.data.loaders import load_from_config
+    from rl.checkpoint import CheckpointManager
+    from rl.data.loaders import DataError, load_from_config
+    from rl.metrics import set_aside_earlier_run
     from rl.runtime import configure_environment, resolve_device
     from rl.warmstart import resolve_model_path
 
@@ -27,6 +29,13 @@ def train(config_path: str, overrides: Sequence[str], resume: str = "auto") -> i
     data = load_from_config(cfg.data)
     if data.report.total:
         logging.getLogger("thinkonce").warning("data: %s", data.report.summary())
+    if not data.samples:
+        raise DataError(f"no usable training samples in {cfg.data.train} ({data.report.summary()})")
+    fresh = resume == "none" or (resume == "auto" and CheckpointManager(cfg.trainer.run_dir).latest() is None)
+    if fresh:
+        moved = set_aside_earlier_run(cfg.trainer.run_dir)
+        if moved is not None:
+            logging.getLogger("thinkonce").info("%s held an earlier run; moved it to %s", cfg.trainer.run_dir, moved)
     init_ray(cfg, device)
     check_resources(cfg, device)
 

@@ -192,6 +192,9 @@ class LoggingConfig(_Section):
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     """auto: online when WANDB_API_KEY is set, offline otherwise (an unreachable server blocks ~100 s)."""
     progress: bool = True
+    engine_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    """vLLM's log level in the engines: INFO adds its start-up lines and its periodic throughput
+    (per-step stats) logger, WARNING (default) keeps a run's log to our own lines and real warnings."""
 
 
 class ClusterConfig(_Section):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -112,6 +113,32 @@ def _start_wandb(run_dir: str | Path, project: str, mode: str, config: dict[str,
 
     return wandb.init(project=project, dir=str(run_dir), mode=mode, config=config, resume="allow",
                       id=Path(run_dir).resolve().name.replace("/", "-"), settings=wandb.Settings(silent=True))
+
+
+RUN_FILES = ("metrics.jsonl", "checkpoints", "samples.jsonl", "wandb", "config.yaml", "policy-for-engine-restart")
+"""What a training run writes into its run_dir."""
+
+
+def move_aside(path: str | Path) -> Path:
+    """Rename `path` to `<path>.old-<UTC time>` (never deletes anything); returns the new name."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.old-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.old-{stamp}-{n}")
+        n += 1
+    shutil.move(str(path), str(target))
+    return target
+
+
+def set_aside_earlier_run(run_dir: str | Path) -> Optional[Path]:
+    """Before a new (not resumed) run: move a run_dir holding an earlier run's files aside, so
+    metrics.jsonl never mixes two runs' rows under the same step numbers. Returns where it went."""
+    run_dir = Path(run_dir)
+    if not any((run_dir / name).exists() for name in RUN_FILES):
+        return None
+    return move_aside(run_dir)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

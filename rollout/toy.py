@@ -110,3 +110,25 @@ def confident_model(artifacts: str | Path, family: str = "qwen2_5_vl", *, steps:
         build_tiny(family, base)  # type: ignore[arg-type]
     kwargs = {} if steps is None else {"steps": steps}
     return build_confident_model(base, root / f"toy-confident-{family}", **kwargs)
+
+
+def write_toy_video(path: str | Path, family: str, seed: int) -> Path:
+    """An mp4 (lossless RGB H.264) of `toy_clip(family, seed)`'s frames, each twice at 4 fps, so that
+    2 fps sampling through the data pipeline decodes exactly the clip `toy_inputs` renders."""
+    import io
+
+    import av
+
+    frames = np.repeat(toy_clip(family, seed).frames, 2, axis=0)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264rgb", rate=4)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+        stream.options = {"crf": "0", "preset": "veryfast", "threads": "1"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue())
+    return path

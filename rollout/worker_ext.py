@@ -7,34 +7,17 @@ in a separate worker process on GPU. Each worker also joins the weight-sync grou
 
 from __future__ import annotations
 
-import logging
 from typing import Iterable, Iterator
 
 import torch
 
 from learner.params import ParamMeta
 from learner.sync import SyncGroupSpec, WeightReceiver
+from rl.runtime import quiet_repeated_warnings
 
 
-class _OncePerMessage(logging.Filter):
-    """vLLM's in-place reload warns for every layer that got no weights, on every sync: the frozen
-    vision tower (and rotary/normalisation buffers) by design. Each distinct warning is kept once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message in self.seen:
-            return False
-        self.seen.add(message)
-        return True
-
-
-_RELOAD_LOGGER = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-if not any(isinstance(f, _OncePerMessage) for f in _RELOAD_LOGGER.filters):
-    _RELOAD_LOGGER.addFilter(_OncePerMessage())
+# A GPU worker is its own process: it keeps vLLM's per-sync reload warnings to one each, too.
+quiet_repeated_warnings()
 
 
 class WorkerExtension:

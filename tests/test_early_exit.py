@@ -178,3 +178,21 @@ def test_infer_writes_predictions_and_summary(tmp_path, toy_dir, engine, capsys)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and printed["mode"] == "never-think" and printed["tau"] == 0.9
     assert printed["think_ratio"] == 0.0 and len(cli_out.read_text().splitlines()) == 8
+
+
+def test_auto_at_reads_auto_from_one_full_decode():
+    from rollout.early_exit import auto_at
+
+    # (a1, confidence, think_at, tokens, full answer) of one full decode; max_new_tokens 50
+    assert auto_at("B", 0.99, 6, 40, "C", TAU, 50) == ("B", False, 6)  # confident: exit after <think>
+    assert auto_at("B", 0.5, 6, 40, "C", TAU, 50) == ("C", True, 40)  # unsure: the whole response
+    assert auto_at("Let's analyze the problem step by step.", 1.0, 12, 40, "C", TAU, 50) == ("C", True, 40)
+    assert auto_at("B", 0.5, None, 50, "B", TAU, 50) == ("B", False, 50)  # never opened <think>
+    assert auto_at("B", 0.5, 50, 50, "", TAU, 50) == ("B", False, 50)  # no room left after <think>
+
+
+def test_think_open_tokens_counts_through_the_stop_string(tokenizer):
+    from rollout.early_exit import think_open_tokens
+
+    ids = _ids(tokenizer, "\\boxed{B}<think>x</think>\\boxed{B}")
+    assert think_open_tokens(tokenizer, ids) == 6 and think_open_tokens(tokenizer, ids[:5]) is None
