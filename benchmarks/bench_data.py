@@ -9,7 +9,8 @@ tiny Qwen2.5-VL processor: the real processor's patching and token counts).
 Prints JSON: seconds per prompt serially (one InputBuilder in this process, as the driver did) and
 through the pool; the speedup; the data seconds left on a round's critical path when the round is
 prefetched while a learner phase of `--learner-s` seconds runs (default: as long as the pool's
-build, i.e. the learner phase just hides it); MB of one video prompt as pickled to a learner.
+build, i.e. the learner phase just hides it); MB of one video prompt as pickled to a learner, as
+before (float32 pixels) and now (the uint8 frames; the learner rebuilds the pixels, rl.pixels).
 
     python benchmarks/bench_data.py [--clips 16] [--builders 2] [--seconds 120] [--width 1280 --height 720]
 """
@@ -17,6 +18,7 @@ build, i.e. the learner phase just hides it); MB of one video prompt as pickled 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -69,7 +71,7 @@ def main() -> None:
 
     import ray
 
-    from learner.group import _without_engine_data
+    from learner.group import for_learner
     from rl.builders import BuilderPool, RoundBuilder
     from rl.config import DataConfig
     from rl.inputs import InputBuilder
@@ -120,7 +122,7 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    to_learner = _without_engine_data([serial[0]])[0]
+    before = dataclasses.replace(serial[0], mm_data={})  # what a learner got before: float pixels, no frames
     print(json.dumps({
         "clips": args.clips, "video": f"{args.seconds:g}s {args.width}x{args.height} {args.fps}fps", "builders": args.builders,
         "frames_per_prompt": int(serial[0].mm_data["video"][0].shape[0]), "prompt_tokens": len(serial[0].prompt_ids),
@@ -128,8 +130,11 @@ def main() -> None:
         "serial_s_per_prompt": round(serial_s / args.clips, 3), "pool_s_per_prompt": round(pool_s / args.clips, 3),
         "speedup": round(serial_s / pool_s, 2),
         "prefetched_round": {"learner_phase_s": round(learner_s, 2), "data_s_on_critical_path": round(critical_s, 3)},
-        "mb_per_video_prompt_to_learner": round(len(pickle.dumps(to_learner)) / 2**20, 2),
-        "mb_per_video_prompt_with_engine_frames": round(len(pickle.dumps(serial[0])) / 2**20, 2),
+        "mb_per_video_prompt_to_learner": {
+            "before_float_pixels": round(len(pickle.dumps(before)) / 2**20, 2),
+            "before_with_frames_through_driver": round(len(pickle.dumps(serial[0])) / 2**20, 2),
+            "after_uint8_frames": round(len(pickle.dumps(for_learner([built[0]])[0])) / 2**20, 2),
+        },
     }))
 
 

@@ -11,7 +11,6 @@ group for the old and reference log-probs, and train on the shuffled samples wit
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional
 
 import ray
@@ -23,6 +22,7 @@ from learner.params import ParamMeta
 from learner.sync import SyncGroupSpec
 from learner.worker import LearnerWorker
 from rl.config import Config
+from rl.pixels import strip_pixels
 from rl.runtime import resolve_device, runtime_env_vars
 from rl.types import Generation, ModelInput
 
@@ -99,7 +99,7 @@ class LearnerGroup:
         DeepSpeed's invalid-gradient-norm check; `steps_applied` counts the others).
         """
         num_steps = num_steps or self.cfg.trainer.steps_per_round
-        inputs = _without_engine_data(inputs)
+        inputs = for_learner(inputs)
         n = len(inputs)
         columns: dict[str, Optional[list[Any]]] = {
             "inputs": inputs, "responses": responses, "advantages": [float(a) for a in advantages],
@@ -131,7 +131,7 @@ class LearnerGroup:
         Returns {"old", "ref", "behaviour"} (lists in input order, or None where unused) and the
         slowest rank's seconds per pass.
         """
-        inputs = _without_engine_data(inputs)
+        inputs = for_learner(inputs)
         groups: dict[int, list[int]] = {}
         for i, mi in enumerate(inputs):
             groups.setdefault(id(mi), []).append(i)
@@ -175,7 +175,7 @@ class LearnerGroup:
 
     def logprobs(self, inputs: list[ModelInput], responses: list[list[int]]) -> list[list[float]]:
         """Current policy log-probs of each response token, in input order (ranks split the samples)."""
-        inputs = _without_engine_data(inputs)
+        inputs = for_learner(inputs)
         n, w = len(inputs), self.world_size
         bounds = [n * r // w for r in range(w + 1)]
         # Every rank needs at least one sample to keep the ZeRO-3 collectives in step.
@@ -281,12 +281,13 @@ def group_shards(groups: list[list[int]], costs: list[int], world_size: int) -> 
     return [sorted(shard) for shard in shards]
 
 
-def _without_engine_data(inputs: list[ModelInput]) -> list[ModelInput]:
-    """Drop vLLM's raw frames (the learner uses the processor tensors); the G copies of a prompt stay one object."""
+def for_learner(inputs: list[ModelInput]) -> list[ModelInput]:
+    """What a learner rank gets: uint8 frames, not float pixels (it rebuilds them, rl.pixels); the G
+    copies of a prompt stay one object, which is how the learner knows its groups."""
     stripped: dict[int, ModelInput] = {}
     for mi in inputs:
         if id(mi) not in stripped:
-            stripped[id(mi)] = dataclasses.replace(mi, mm_data={})
+            stripped[id(mi)] = strip_pixels(mi)
     return [stripped[id(mi)] for mi in inputs]
 
 

@@ -38,6 +38,7 @@ from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, behaviour_weights, policy_loss
 from rl.mrope import load_vl_model
+from rl.pixels import PixelMaker
 from rl.runtime import Device, configure_environment, resolve_device
 from rl.types import ModelInput
 
@@ -167,6 +168,7 @@ class Learner:
         overlapped = cfg.trainer.off_policy_steps == 1 and cfg.grpo.behaviour_logprobs == "learner"
         self.behaviour = self._reference() if overlapped else None
         self.behaviour_version: Optional[int] = None
+        self.pixels = PixelMaker(self.model_dir)
         self.sync_spec: Optional[SyncGroupSpec] = None
         self.sender: Optional[WeightSender] = None
         self._sync_order: Optional[list[ParamMeta]] = None
@@ -232,6 +234,7 @@ class Learner:
 
     def logprobs(self, inputs: list[ModelInput], responses: list[list[int]]) -> list[list[float]]:
         """Current policy log-probs of each response token (collective: every rank calls, with its own samples)."""
+        inputs = self.pixels.restore(inputs)
         seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs) for mi, r in zip(inputs, responses)]
         plans = self._lockstep([self._plan([len(s) for s in seqs], list(range(len(seqs))))])
         scores = self._score(self.engine, seqs, plans)
@@ -280,6 +283,7 @@ class Learner:
         Used when a round's mini-batches are shuffled: the driver hands each rank whole prompt
         groups to score (each prompt computed once per group), then the shuffled samples to train.
         """
+        inputs = self.pixels.restore(inputs)
         seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs) for mi, r in zip(inputs, responses)]
         plans = self._lockstep([self._plan([len(s) for s in seqs], list(range(len(seqs))))])
         timings = {"seconds_old_logprobs": 0.0, "seconds_ref_logprobs": 0.0}
@@ -318,6 +322,7 @@ class Learner:
             raise ValueError(f"{n} samples on rank {self.rank} do not split into {num_steps} steps")
         if old_logprobs is not None and self.ref is not None and ref_logprobs is None:
             raise ValueError("old_logprobs come with ref_logprobs when the learner has a reference model")
+        inputs = self.pixels.restore(inputs)  # float pixels made here, from the uint8 frames (rl.pixels)
         seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs, float(a)) for mi, r, a in zip(inputs, responses, advantages)]
         lengths = [len(s) for s in seqs]
         shard = n // num_steps

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from rl.config import DataConfig
 from rl.inputs import InputBuilder, SampleError
+from rl.pixels import strip_pixels
 from rl.stream import PromptStream
 from rl.types import ModelInput, Sample
 
@@ -47,10 +48,7 @@ class BuilderWorker:
 
     def build(self, sample: Sample) -> Built:
         """The prompt, or the SampleError that skips it (returned: a skip is data, not a failure)."""
-        try:
-            return self.builder.build(sample)
-        except SampleError as exc:
-            return exc
+        return _build_here(self.builder, sample)
 
 
 class BuilderPool:
@@ -190,7 +188,8 @@ class RoundBuilder:
 
 
 def _build_here(builder: InputBuilder, sample: Sample) -> Built:
+    """The prompt with its frames but without float pixels (rl.pixels), or the SampleError that skips it."""
     try:
-        return builder.build(sample)
+        return strip_pixels(builder.build(sample))
     except SampleError as exc:
         return exc

@@ -22,6 +22,7 @@ import torch
 from learner.params import ParamMeta
 from learner.sync import SyncGroupSpec, WeightReceiver
 from rl.mrope import load_vl_model
+from rl.pixels import PixelMaker
 from rl.types import Generation, ModelInput
 from rollout.engine import NamedTensors, checked_prefixes, prompt_seed
 from rollout.sampling import SamplingSettings, response_text, suppressed_token_ids
@@ -104,6 +105,7 @@ class HFEngine:
         self._busy_s = 0.0
         self._continued = 0
         self._receiver: Optional[WeightReceiver] = None
+        self.pixels = PixelMaker(model_dir)
 
     def _visual_inputs(self, mi: ModelInput, extra_tokens: int) -> dict[str, Any]:
         """The processor's tensors for prompt + `extra_tokens` text tokens.
@@ -133,6 +135,7 @@ class HFEngine:
     ) -> list[list[Generation]]:
         """Per input, `sampling.n` generations with raw log-probs; continues after `prefixes[i]` if given."""
         prefixes = checked_prefixes(inputs, prefixes)
+        inputs = self.pixels.restore(inputs)
         start = time.perf_counter()
         results = [self._generate_one(mi, list(prefix), sampling) for mi, prefix in zip(inputs, prefixes)]
         self._busy_s += time.perf_counter() - start
@@ -214,6 +217,7 @@ class HFEngine:
         response = list(response_ids)
         if not response:
             return []
+        model_input = self.pixels.restore([model_input])[0]
         ids = torch.tensor([list(model_input.prompt_ids) + response], device=self.device)
         self._base.rope_deltas = None
         logits = self.model(
