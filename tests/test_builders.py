@@ -78,3 +78,33 @@ def test_pool_with_prefetch_builds_what_the_driver_builds(ray_cluster, tiny_qwen
         assert pool.restarts == 1
     finally:
         pool.shutdown()
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_pixels_rebuilt_from_frames_are_bit_identical(family, tiny_qwen25, tiny_qwen3):
+    """A built prompt travels with uint8 frames only; the learner's rebuild equals the renderer's tensors."""
+    import pickle
+
+    import torch
+    from test_mixed_modality import mixed_round
+
+    from rl.pixels import PixelMaker, needs_pixels, strip_pixels
+
+    model_dir = tiny_qwen25 if family == "qwen2_5_vl" else tiny_qwen3
+    inputs, _, _ = mixed_round(model_dir)
+    prompts = list({id(mi): mi for mi in inputs}.values())
+    maker = PixelMaker(str(model_dir))
+    kinds = set()
+    for mi in prompts:
+        light = strip_pixels(mi)
+        assert not any(k.startswith("pixel_values") for k in light.hf_inputs)
+        assert needs_pixels(light) == (mi.sample.media_kind != "none")
+        back = maker.restore([light, light])
+        assert back[0] is back[1], "copies of a prompt stay one object"
+        assert set(back[0].hf_inputs) == set(mi.hf_inputs)
+        for key, value in mi.hf_inputs.items():
+            assert torch.equal(torch.as_tensor(back[0].hf_inputs[key]), torch.as_tensor(value)), key
+        if mi.sample.media_kind == "video":
+            assert len(pickle.dumps(light)) * 3 < len(pickle.dumps(mi))  # uint8 frames vs float32 pixels + frames
+        kinds.add(mi.sample.media_kind)
+    assert kinds == {"none", "image", "video"}
