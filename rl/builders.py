@@ -42,6 +42,8 @@ class BuilderWorker:
 
         configure_environment("cpu")
         self.builder = InputBuilder(model_dir, data)
+        # decord's decode threads: one per CPU this actor holds (more would only oversubscribe).
+        self.builder.videos.num_threads = max(1, int(data.builder_cpus))
 
     def ready(self) -> bool:
         return True
