@@ -1,6 +1,7 @@
 """The paper's structure end to end (configs/rehearsal_cpu.yaml): the released folder as released, text +
 image + video in one shuffled stream, two engines, two learner ranks at ZeRO-3, shuffled mini-batches;
-on one Ray node, on two Ray nodes (learner ranks on one, engines on the other), and for Qwen3-VL."""
+two rounds on a two-node Ray cluster (learner ranks on one node, engines on the other), and one
+round for Qwen3-VL. `thinkonce train --config configs/rehearsal_cpu.yaml` runs the whole of it."""
 
 from __future__ import annotations
 
@@ -44,14 +45,9 @@ def _check_round_metrics(run_dir: Path, rounds: int) -> None:
         assert m["train/sequences"] == 8 * 4  # prompts_per_round x rollout.n, over both steps
 
 
-def test_rehearsal_two_rounds(tiny_qwen25, tmp_path):
-    summary = _rehearse(tiny_qwen25, tmp_path / "run", "trainer.total_rounds=2")
-    assert summary["rounds"] == 2
-    _check_round_metrics(tmp_path / "run", 2)
-
-
-def test_rehearsal_on_two_ray_nodes(tiny_qwen25, tmp_path):
-    """Learner ranks pinned to one node and engines to the other, through cluster.*_resources."""
+def test_rehearsal_two_rounds_on_two_ray_nodes(tiny_qwen25, tmp_path):
+    """Two rounds of the rehearsal, learner ranks pinned to one Ray node and engines to the other
+    (cluster.*_resources), so nothing assumes a single node."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -59,9 +55,10 @@ def test_rehearsal_on_two_ray_nodes(tiny_qwen25, tmp_path):
     try:
         rollout_node = cluster.add_node(num_cpus=4, resources={"rollout_node": 2})
         cluster.wait_for_nodes()
-        _rehearse(tiny_qwen25, tmp_path / "run", "trainer.total_rounds=1", f"cluster.ray_address={cluster.address}",
-                  "cluster.learner_resources={learner_node: 1}", "cluster.rollout_resources={rollout_node: 1}")
-        _check_round_metrics(tmp_path / "run", 1)
+        summary = _rehearse(tiny_qwen25, tmp_path / "run", "trainer.total_rounds=2", f"cluster.ray_address={cluster.address}",
+                            "cluster.learner_resources={learner_node: 1}", "cluster.rollout_resources={rollout_node: 1}")
+        assert summary["rounds"] == 2
+        _check_round_metrics(tmp_path / "run", 2)
 
         from ray.util.state import list_actors
 
