@@ -124,7 +124,7 @@ def run_inference(
     mode = mode or cfg.infer.mode
     tau = tau or cfg.infer.tau or default_tau(model_family(model_dir))
     dataset = load_from_config(cfg.data) if data == "synthetic" else load_dataset(data, cfg.data.media_root)
-    builder = InputBuilder(str(model_dir), cfg.data)
+    builder = InputBuilder(str(model_dir), cfg.data, training=False)
     if engine is None:
         spec = EngineSpec.from_config(cfg, str(model_dir))
         engine = build_engine(spec.replace(max_model_len=cfg.data.max_prompt_length + cfg.infer.max_new_tokens))
