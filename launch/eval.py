@@ -188,7 +188,7 @@ def _decode_all(cfg: Config, model_dir: Path, bench: Benchmark, todo: list[Sampl
     device = resolve_device(cfg.cluster.device)
     init_ray(cfg, device)
     spec = EngineSpec.from_config(cfg, str(model_dir)).replace(max_model_len=cfg.data.max_prompt_length + max_new)
-    builder = InputBuilder(str(model_dir), cfg.data)
+    builder = InputBuilder(str(model_dir), cfg.data, training=False)  # the evaluation prompt variant
     num_engines = min(cfg.rollout.num_engines, len(batches))
     actor_cls = ray.remote(DecoderActor).options(**actor_options(spec))
     actors = [actor_cls.remote(spec, tau, max_new) for _ in range(num_engines)]

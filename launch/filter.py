@@ -57,7 +57,7 @@ def filter_dataset(args: argparse.Namespace) -> int:
     configure_environment(device, kvcache_gib=cfg.rollout.cpu_kvcache_gib)
     model_dir = resolve_model_path(cfg.model, cfg.data, seed=cfg.trainer.seed)
     data = load_dataset(args.data, cfg.data.media_root)
-    builder = InputBuilder(str(model_dir), cfg.data)
+    builder = InputBuilder(str(model_dir), cfg.data, training=True)  # the prompts the filtered data trains on
     init_ray(cfg, device)
     rollout = RolloutGroup.from_config(cfg, str(model_dir))
     sampling = dataclasses.replace(SamplingSettings.from_config(cfg.rollout), n=args.k, seed=cfg.trainer.seed)

@@ -2,9 +2,9 @@
 
 Writes one prediction per sample (JSONL) and prints one summary JSON: accuracy overall and per
 problem type, mIoU and R@0.3/0.5/0.7 for grounding, answer accuracy and mIoU for grounded QA, the
-think ratio, mean generated tokens, and wall seconds. Data comes through rl.data's loaders (a
-data_config.yaml, an internal .jsonl/.parquet, a released .json, or `synthetic`), media through
-the same input builder training uses.
+think ratio, mean generated tokens, and wall seconds. Data comes through rl.data's loaders (the
+release's data_config.yaml, an internal .jsonl/.parquet, `synthetic` or `miniature_release`), media
+through the same input builder training uses, with the evaluation system prompt (rl.prompts).
 
 A sample is correct when its task reward is > 0.5 (exact_match, math: reward 0/1; iou: IoU > 0.5,
 i.e. R@0.5); for grounded QA, when the answer part (before `<>`) matches.
@@ -123,10 +123,13 @@ def run_inference(
     model_dir = resolve_model_dir(model, cfg)
     mode = mode or cfg.infer.mode
     tau = tau or cfg.infer.tau or default_tau(model_family(model_dir))
-    dataset = load_from_config(cfg.data) if data == "synthetic" else load_dataset(data, cfg.data.media_root)
+    if data in ("synthetic", "miniature_release"):
+        dataset = load_from_config(cfg.data.model_copy(update={"train": data}))
+    else:
+        dataset = load_dataset(data, cfg.data.media_root)
     if not len(dataset):
         raise DataError(f"no usable samples in {data} ({dataset.report.summary()})")
-    builder = InputBuilder(str(model_dir), cfg.data)
+    builder = InputBuilder(str(model_dir), cfg.data, training=False)
     if engine is None:
         spec = EngineSpec.from_config(cfg, str(model_dir))
         engine = build_engine(spec.replace(max_model_len=cfg.data.max_prompt_length + cfg.infer.max_new_tokens))

@@ -22,6 +22,8 @@ from rl.types import PROBLEM_TYPES, Answer
 
 YES = frozenset({"yes", "y", "true", "t", "ok", "okay"})
 NO = frozenset({"no", "n", "false", "f"})
+"""Whole-string synonyms; the one-letter ones only apply with punctuation around them (`"y."`), since a
+lone letter is a choice letter first."""
 GQA_SEPARATOR = "<>"
 MATH_TIMEOUT_S = 5
 """math-verify's own per-call alarm (seconds) when the caller does not enforce one."""
@@ -56,21 +58,21 @@ def _strip_punctuation(text: str) -> str:
 def normalize_answer(text: str) -> str:
     """The exact_match normal form.
 
-    NFKC, strip, lower-case; then a whole-string yes/no synonym, ignoring surrounding punctuation,
-    becomes "yes"/"no"; else a lone letter, optionally bracketed `(a)` `[a]` `{a}` or followed by one
-    of `) / : ; -`, becomes the letter (`a.` and `a. text` do not); else whitespace runs collapse.
-    The synonyms y, t, n, f are lone letters too: they go to yes/no first, so "Y" matches "yes",
-    and an option letter F still matches "(F)" because both sides become "no".
+    NFKC, strip, lower-case; then a lone letter, optionally bracketed `(a)` `[a]` `{a}` or followed
+    by one of `) / : ; -`, becomes the letter (`a.` and `a. text` do not); else a whole-string yes/no
+    synonym, ignoring surrounding punctuation, becomes "yes"/"no"; else whitespace runs collapse.
+    The letter rule comes first, as in the official code: a lone y, t, n or f is a choice letter,
+    so answering "no" to a question whose key is F does not score (and "N" does not match "no").
     """
     text = unicodedata.normalize("NFKC", text).strip().lower()
+    letter = _LETTER.fullmatch(text)
+    if letter:
+        return next(group for group in letter.groups() if group)
     word = _strip_punctuation(text)
     if word in YES:
         return "yes"
     if word in NO:
         return "no"
-    letter = _LETTER.fullmatch(text)
-    if letter:
-        return next(group for group in letter.groups() if group)
     return " ".join(text.split())
 
 

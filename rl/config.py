@@ -46,10 +46,16 @@ class DataConfig(_Section):
     """Where samples come from and how video is sampled (method.md section 5 and 6)."""
 
     train: str = "synthetic"
-    """A released-layout `data_config.yaml`, a `.jsonl`/`.parquet` in the internal schema, or `synthetic`."""
+    """The release's `data_config.yaml`, a `.jsonl`/`.parquet` in the internal schema, `synthetic`, or
+    `miniature_release` (a small generated release folder, loaded like a real one; docs/data.md)."""
     media_root: Optional[str] = None
+    """Where relative paths resolve. For a data_config.yaml: its `anno_path`/`data_path` values (the
+    release writes `data/...`, relative to the folder the job runs in, the default). For a .jsonl or
+    .parquet: the media paths (default: the file's folder)."""
     synthetic_num_samples: int = Field(default=64, gt=0)
     synthetic_dir: str = "artifacts/synthetic"
+    miniature_release_dir: str = "artifacts/miniature_release"
+    """Where `train: miniature_release` builds its folder (once; rl.data.miniature_release)."""
     fps: float = Field(default=2.0, gt=0)
     min_frames: int = Field(default=4, gt=0)
     max_frames: int = Field(default=256, gt=0)
@@ -62,7 +68,10 @@ class DataConfig(_Section):
     max_prompt_length: int = Field(default=8192, gt=0)
     video_cache_size: int = Field(default=64, ge=0)
     system_prompt: Optional[str] = None
-    """None: the official evaluation prompt (rl.prompts). Otherwise the text, or a path to a file."""
+    """None: the official system prompt (rl.prompts; training without, inference with a trailing
+    newline). Otherwise the training text, or a .txt/.md file holding it."""
+    prompts: Optional[str] = None
+    """A YAML file overriding user-turn templates (answer_suffix, grounding, grounded_qa); rl.prompts."""
     shuffle: bool = True
     seed: int = 0
     num_builders: Optional[int] = Field(default=None, ge=0)

@@ -33,8 +33,8 @@ class ParsedResponse:
 
     `a1` is the content of the single box before the first `<think>` (the whole text when there
     is no `<think>`, as at inference when decoding stopped early); `a2` is the content of the single
-    box after the last `</think>` ("" when there is no `</think>`). A segment with zero or several
-    boxes gives "". `a1_span` is (start, end) of a1's content in the text, so that
+    box after the last `</think>`, or of the whole text when there is no `</think>` (as officially:
+    a bare `\\boxed{A}` gives a1 = a2 = A, format 0). A segment with zero or several boxes gives "". `a1_span` is (start, end) of a1's content in the text, so that
     `text[start:end] == a1`; None when there is no a1 box. `format_ok` is the whole grammar.
     """
 
@@ -126,8 +126,8 @@ def parse_response(text: str) -> ParsedResponse:
     close_at = text.rfind(THINK_CLOSE)
     a1_end = open_at if open_at >= 0 else len(text)
     span1 = _single_box(text, 0, a1_end)
-    a2_start = close_at + len(THINK_CLOSE) if close_at >= 0 else len(text)
-    span2 = _single_box(text, a2_start, len(text)) if close_at >= 0 else None
+    a2_start = close_at + len(THINK_CLOSE) if close_at >= 0 else 0
+    span2 = _single_box(text, a2_start, len(text))
     think_start = open_at + len(THINK_OPEN)
     think = text[think_start:close_at] if 0 <= open_at and think_start <= close_at else ""
     format_ok = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rl.config import DataConfig
 from rl.data.video import MediaError, VideoLoader, VideoSampling, load_image
-from rl.prompts import PromptRenderer
+from rl.prompts import PromptRenderer, Prompts
 from rl.types import ModelInput, Sample
 
 
@@ -30,8 +30,10 @@ class SampleError(RuntimeError):
 class InputBuilder:
     """Builds model inputs for one model family from the data config's sampling parameters."""
 
-    def __init__(self, model_dir: str, data: DataConfig) -> None:
-        self.renderer = PromptRenderer(model_dir, data.system_prompt)
+    def __init__(self, model_dir: str, data: DataConfig, *, training: bool = True) -> None:
+        """`training`: the system prompt as trained (no trailing newline); False for inference and
+        evaluation, which use the official evaluation variant (rl.prompts)."""
+        self.renderer = PromptRenderer(model_dir, Prompts.from_config(data, training=training))
         self.patch_size = 14 if self.renderer.family == "qwen2_5_vl" else 16
         self.sampling = VideoSampling.from_config(data, self.patch_size)
         self.videos = VideoLoader(self.sampling, cache_size=data.video_cache_size)

@@ -47,7 +47,7 @@ CHAT_TEMPLATE = (
 
 def _corpus() -> list[str]:
     """Text the tokenizer is trained on: the prompts, answer payloads, digits and LaTeX."""
-    from rl.prompts import SYSTEM_PROMPT, USER_SUFFIX, GROUNDING_TEMPLATE, GQA_SUFFIX
+    from rl.prompts import GROUNDED_QA_TEMPLATE, GROUNDING_TEMPLATE, SYSTEM_PROMPT, USER_SUFFIX
 
     words = (
         "the a an is are what which how many colour color red green blue yellow white black square circle "
@@ -56,7 +56,7 @@ def _corpus() -> list[str]:
         "time timestamps locate correct wrong review reasoning think step because therefore so yes no true "
         "false analyze problem let's I see in of on at to and or with from it this that there"
     ).split()
-    lines = [SYSTEM_PROMPT, USER_SUFFIX, GROUNDING_TEMPLATE, GQA_SUFFIX]
+    lines = [SYSTEM_PROMPT, USER_SUFFIX, GROUNDING_TEMPLATE, GROUNDED_QA_TEMPLATE]
     lines += [" ".join(words[i : i + 7]) for i in range(0, len(words), 3)]
     lines += [f"\\boxed{{{c}}}" for c in "ABCDEFGH"]
     lines += [f"{a}. {w}" for a, w in zip("ABCDEFGH", words)]

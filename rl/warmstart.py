@@ -105,9 +105,10 @@ def save_model_dir(model: torch.nn.Module, processor: Any, out_dir: Path, marker
     return out_dir
 
 
-WARM_START_VERSION = 2
+WARM_START_VERSION = 3
 """Part of the cached warm-started model's name; raised whenever what the warm start trains on changes
-(2: Qwen2.5-VL positions after a video follow the reference rule, rl.mrope), so no stale copy is reused."""
+(2: Qwen2.5-VL positions after a video follow the reference rule, rl.mrope; 3: the official training
+prompts, rl.prompts), so no stale copy is reused."""
 
 
 def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> Path:

@@ -137,8 +137,14 @@ def test_a1_span_without_think_covers_the_stage_one_text() -> None:
     assert a1_span("\\boxed{C") is None
 
 
-def test_a2_is_empty_without_a_close_think() -> None:
-    assert parse_response("\\boxed{A}").a2 == ""
+def test_without_a_close_think_a2_is_the_single_box_of_the_whole_text() -> None:
+    """As officially: a bare box is both answers, with format 0."""
+    parsed = parse_response("\\boxed{A}")
+    assert (parsed.a1, parsed.a2, parsed.format_ok) == ("A", "A", False)
+    parsed = parse_response("I think it is \\boxed{12}.")
+    assert (parsed.a1, parsed.a2, parsed.format_ok) == ("12", "12", False)
+    assert parse_response("\\boxed{A}<think>r\\boxed{B}").a2 == ""  # two boxes in the whole text
+    assert parse_response("<think>r \\boxed{B}").a2 == "B"
 
 
 def test_last_boxed_returns_the_last_complete_box_anywhere() -> None:

@@ -133,13 +133,13 @@ def test_exact_match_letter_followed_by_period_is_not_letter(pred: str) -> None:
     assert exact_match_reward(pred, "A") == 0.0
 
 
-@pytest.mark.parametrize("pred", ["yes", "Y", "true", "T", "ok", "Okay", "Yes.", "(yes)", "'YES'!", "ｙｅｓ"])
+@pytest.mark.parametrize("pred", ["yes", "Y.", "true", "T!", "ok", "Okay", "Yes.", "(yes)", "'YES'!", "ｙｅｓ"])
 def test_exact_match_yes_synonyms_map_to_yes(pred: str) -> None:
     assert normalize_answer(pred) == "yes"
     assert exact_match_reward(pred, "Yes") == 1.0
 
 
-@pytest.mark.parametrize("pred", ["no", "N", "false", "F", "No!", "\"no\""])
+@pytest.mark.parametrize("pred", ["no", "N.", "false", "F!", "No!", "\"no\""])
 def test_exact_match_no_synonyms_map_to_no(pred: str) -> None:
     assert normalize_answer(pred) == "no"
     assert exact_match_reward(pred, "no") == 1.0
@@ -148,6 +148,19 @@ def test_exact_match_no_synonyms_map_to_no(pred: str) -> None:
 def test_exact_match_yes_no_synonyms_must_be_the_whole_string() -> None:
     assert normalize_answer("yes, he does") == "yes, he does"
     assert exact_match_reward("yes, he does", "yes") == 0.0
+
+
+@pytest.mark.parametrize("letter", ["y", "Y", "t", "T", "n", "N", "f", "F", "(n)", "f)"])
+def test_exact_match_lone_synonym_letters_are_choice_letters(letter: str) -> None:
+    """The single-letter rule comes before the yes/no synonyms (official order)."""
+    assert normalize_answer(letter) == letter.strip("()").lower()
+
+
+def test_exact_match_no_does_not_score_against_option_f() -> None:
+    assert exact_match_reward("no", "F") == 0.0
+    assert exact_match_reward("yes", "Y") == 0.0
+    assert exact_match_reward("N", "no") == 0.0
+    assert exact_match_reward("F", "F") == 1.0
 
 
 def test_exact_match_option_letters_that_are_synonyms_still_match_each_other() -> None:
@@ -265,3 +278,8 @@ def test_gqa_without_separator_uses_the_whole_prediction_for_both_parts() -> Non
     gt = {"answer": "C", "segment": [0.0, 10.0]}
     assert gqa_reward("C", gt) == 1.0
     assert gqa_reward("[0, 10]", gt) == 1.0
+
+
+def test_a_bare_box_scores_both_answers_without_format() -> None:
+    result = score("\\boxed{B}", "B", "exact_match")
+    assert (result.a1, result.a2, result.format, result.total) == (1.0, 1.0, 0.0, pytest.approx(2.0))

@@ -1,51 +1,38 @@
 """Loading samples into the internal schema (`rl.types.Sample`), with one entry point: `load_dataset`.
 
-Three kinds of input, chosen by path:
+Two kinds of input, chosen by the file's extension:
 
-- the released VideoAuto-R1 folder: a `data_config.yaml` naming, per source, an annotation file
-  and a media root (method.md section 6). Sources name their fields differently; each source may
-  declare its field mapping and problem type, and eleven known sources have built-in defaults
-  (`PRESETS`). Layout:
-
-      media_root: media                 # optional; base of relative media roots (default: yaml's folder)
-      problem_type_map: {...}           # optional; extra per-item type names, e.g. {"counting": math}
-      sources:                          # or the sources directly at the top level
-        Video-R1:
-          annotation: video_r1.json     # JSON array (or .jsonl); relative to the yaml's folder
-          media_root: video_r1          # relative to the base above
-          preset: video-r1              # optional; default: matched from the source name
-          media_kind: video             # optional: video | image | none
-          problem_type: exact_match     # optional: forces one type for every item
-          fields: {question: problem, answer: [solution, answer], options: options}
-        Charades-STA: {annotation: charades_sta_train.txt, media_root: Charades_v1, format: charades_sta}
-        NExT-GQA: {annotation: val.csv, segments: gsub_val.json, video_map: map_vid_vidorID.json,
-                   media_root: NExTVideo, format: nextgqa}
-
-  A JSON annotation may also be an object of videos `{vid: {duration, timestamps, sentences}}`
-  (ActivityNet Captions / Charades-STA JSON): each sentence becomes one grounding sample.
+- the released VideoAuto-R1 folder, as released: `data/data_config.yaml` maps each source name to
+  `anno_path` (a JSON array; for TVBench a directory of JSON files, one per subset) and `data_path`
+  (the media root; DAPO-Math, text only, has none). Relative paths resolve from the directory the
+  job runs in (the release writes `data/...`), or from `data.media_root` when set: that plays the
+  role of the folder holding `data/`, for annotation and media paths alike. Each of the eleven
+  sources names its fields its own way; `SOURCES` holds one rule per source (docs/data.md lists them).
 - `.jsonl` / `.parquet` in the internal schema (written by `write_jsonl` / `write_parquet`).
-- `.json`: one released-style annotation file, as a single source named after the file.
 
-Per-sample problems (a record that does not fit, a missing/empty/corrupt video, a clip window
-outside the video) are skipped, warned about and counted in `Dataset.report`; a file that cannot
-be used at all (unparseable, missing, a bad data_config) raises DataError naming it.
+Per-item problems (a field missing, an answer that cannot be read, a problem type the recipe drops,
+a missing/empty/corrupt media file, a clip window outside the video) skip the item, are warned about
+and counted by source and reason in `Dataset.report`; a file that cannot be used at all (a missing
+annotation file, unparseable JSON, an unknown source or key in the data_config) raises DataError
+naming it. `Dataset.summary()` is the per-source table that loading logs.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Any, Callable, Iterable, Literal, Optional, Union
 
 import yaml
 
+from rl import prompts
 from rl.config import DataConfig
 from rl.data.records import (
     LETTERS,
@@ -53,15 +40,12 @@ from rl.data.records import (
     RecordError,
     SkipReport,
     answer_letter,
-    render_options,
     sample_from_dict,
     sample_to_dict,
-    strip_answer_markup,
     strip_option_label,
     validate_sample,
 )
 from rl.data.video import (
-    IMAGE_EXTENSIONS,
     ImageDecodeError,
     MediaError,
     VideoDecodeError,
@@ -72,7 +56,8 @@ from rl.data.video import (
     probe_video,
     video_path,
 )
-from rl.types import PROBLEM_TYPES, Sample
+from rl.grammar import last_boxed
+from rl.types import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -84,131 +69,304 @@ class DataError(ValueError):
     """A whole input file (or data_config entry) that cannot be used; the message names it."""
 
 
-FIELD_CANDIDATES: dict[str, tuple[str, ...]] = {
-    "id": ("id", "problem_id", "question_id", "qid", "uid"),
-    "question": ("problem", "question", "prompt", "query", "sentence", "description"),
-    "answer": ("solution", "answer", "ground_truth", "reward_model.ground_truth"),
-    "options": ("options", "candidates", "choices"),
-    "timestamps": ("timestamps", "timestamp"),
-    "media": ("video", "path", "image", "images", "video_path", "image_path"),
-    "problem_type": ("problem_type",),
-    "media_kind": ("data_type", "media_kind"),
-    "video_start": ("video_start",),
-    "video_end": ("video_end",),
-    "duration": ("duration",),
-}
-"""Where each internal field is looked for, first present wins; dotted names reach into objects."""
-
-PROBLEM_TYPE_NAMES: dict[str, str] = {
-    **{name: name for name in PROBLEM_TYPES},
-    "multiple choice": "exact_match",
-    "mc": "exact_match",
-    "mcq": "exact_match",
-    "yes no": "exact_match",
-    "ocr": "exact_match",
-    "free form": "exact_match",
-    "exact match": "exact_match",
-    "numerical": "math",
-    "numeric": "math",
-    "regression": "math",
-    "temporal grounding": "iou",
-    "grounding": "iou",
-    "tvg": "iou",
-    "grounded qa": "gqa",
-}
-"""Per-item problem_type names (Video-R1 style) -> ours; case, '-', '_' and '/' are ignored."""
+# ---------------------------------------------------------------------------------------------
+# The released folder: data/data_config.yaml and one rule per source
 
 
 @dataclass(frozen=True)
-class SourcePreset:
-    """Built-in defaults of a known source; the yaml may override any of them."""
-
-    media_kind: Optional[str] = None
-    """None: per item (data_type field, else the media file's extension)."""
-    problem_type: Optional[str] = None
-    """Used when an item has no problem_type of its own; None: inferred from the answer."""
-
-
-PRESETS: dict[str, SourcePreset] = {
-    "dapomath": SourcePreset(media_kind="none", problem_type="math"),
-    "virl": SourcePreset(media_kind="image"),
-    "thinklitevl": SourcePreset(media_kind="image"),
-    "videor1": SourcePreset(),
-    "tvbench": SourcePreset(media_kind="video", problem_type="exact_match"),
-    "stibench": SourcePreset(media_kind="video", problem_type="exact_match"),
-    "mmrvbench": SourcePreset(media_kind="video", problem_type="exact_match"),
-    "charadessta": SourcePreset(media_kind="video", problem_type="iou"),
-    "activitynet": SourcePreset(media_kind="video", problem_type="iou"),
-    "timer1": SourcePreset(media_kind="video", problem_type="iou"),
-    "nextgqa": SourcePreset(media_kind="video", problem_type="gqa"),
-}
-"""Keyed by the source name folded to [a-z0-9]; a name matches the longest key it starts with."""
-
-FORMATS = ("json", "jsonl", "charades_sta", "nextgqa")
-_ANNOTATION_KEYS = ("annotation", "annotation_path", "json_path", "data_path", "path", "file")
-_MEDIA_KEYS = (
-    "media_root", "media_dir", "video_root", "video_dir", "video_folder",
-    "image_root", "image_dir", "image_folder", "data_root", "root",
-)  # fmt: skip
-_SOURCE_KEYS = {
-    "name", "preset", "format", "media_kind", "problem_type", "fields", "problem_type_map", "segments", "video_map",
-}  # fmt: skip
-_TOP_KEYS = {"sources", "datasets", "media_root", "problem_type_map"}
-_MEDIA_TOKEN = re.compile(r"<(?:image|video)>\s*", re.I)
-_LONE_LETTER = re.compile(r"^\(?([A-Z])\)?[.:)]?$")
-_NUMBER = r"[-+]?\d+(?:\.\d+)?"
-_SEGMENT_TEXT = re.compile(rf"({_NUMBER})\s*(?:,|-|–|—|to|and)\s*({_NUMBER})")
-
-
-@dataclass
-class SourceSpec:
-    """One source of a data_config, resolved: where its files are and how to read its items."""
+class Source:
+    """One entry of the release's data_config.yaml, paths resolved."""
 
     name: str
-    annotation: Path
-    media_root: Path
-    format: str = "json"
-    media_kind: Optional[str] = None
-    problem_type: Optional[str] = None
-    """Forced for every item when set (yaml `problem_type`)."""
-    default_problem_type: Optional[str] = None
-    fields: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(FIELD_CANDIDATES))
-    problem_type_names: dict[str, str] = field(default_factory=lambda: dict(PROBLEM_TYPE_NAMES))
-    segments: Optional[Path] = None
-    video_map: Optional[Path] = None
+    anno_path: Path
+    data_path: Optional[Path]
 
 
-def preset_for(name: str) -> Optional[SourcePreset]:
-    """The built-in defaults whose key the folded source name starts with (longest wins)."""
-    folded = re.sub(r"[^a-z0-9]", "", name.lower())
-    keys = [k for k in PRESETS if folded.startswith(k)]
-    return PRESETS[max(keys, key=len)] if keys else None
+@dataclass(frozen=True)
+class Item:
+    """Where an annotation item comes from: what its rule needs besides the item itself."""
+
+    source: Source
+    id: str
+    where: str
+    subset: str = ""
+    """TVBench: the subset (the annotation file's stem)."""
 
 
-def _type_key(name: str) -> str:
-    return re.sub(r"[-_/\s]+", " ", name.strip().lower())
+_MEDIA_TOKEN = re.compile(r"<(?:image|video)>\s*", re.I)
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
+_PAREN_LABEL = re.compile(r"^\s*\(([A-Z])\)\s*(.*)$", re.S)
+VIDEOR1_TYPES = {"multiple choice": "exact_match", "numerical": "math"}
+"""VideoR1's problem types the recipe trains on; every other one (free-form, OCR, regression) is dropped."""
+TVBENCH_CLIPPED = ("action_sequence", "action_localization")
+"""TVBench subsets whose items are clipped to their `start`/`end` (seconds)."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Released data: data_config.yaml
+def _get(item: dict, key: str, where: str) -> Any:
+    if key not in item or item[key] is None:
+        raise RecordError(where, key, "missing")
+    return item[key]
 
 
-def load_data_config(path: PathLike, media_root: Optional[PathLike] = None) -> Dataset:
-    """Every source of a released-layout data_config.yaml (no media check; see `load_dataset`).
+def _text(item: dict, key: str, where: str) -> str:
+    value = _get(item, key, where)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise RecordError(where, key, f"expected text, got {type(value).__name__} {value!r}")
+    text = str(value).strip()
+    if not text:
+        raise RecordError(where, key, "is empty")
+    return text
 
-    `media_root` replaces the base that relative per-source media roots resolve against.
+
+def _number_text(value: Any, where: str, key: str) -> str:
+    """A time as the annotation writes it (`12`, `3.5`), for question text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise RecordError(where, key, f"expected a number, got {value!r}")
+    try:
+        float(value)
+    except ValueError:
+        raise RecordError(where, key, f"expected a number, got {value!r}") from None
+    return str(value).strip()
+
+
+def _question(item: dict, key: str, where: str) -> str:
+    """The question text with `<image>`/`<video>` placeholders removed (the renderer places the media)."""
+    return _MEDIA_TOKEN.sub("", _text(item, key, where)).strip()
+
+
+def _one_image(item: dict, ctx: Item) -> str:
+    """The image of an image item: a name, or a list of exactly one (several images are not trained on)."""
+    raw = _get(item, "image", ctx.where)
+    if isinstance(raw, list):
+        if len(raw) > 1:
+            raise RecordError(ctx.where, "image", f"{len(raw)} images; the recipe uses single-image items", "multi_image")
+        raw = raw[0] if raw else ""
+    if not isinstance(raw, str) or not raw.strip():
+        raise RecordError(ctx.where, "image", f"expected an image file name, got {raw!r}")
+    return str(_media_root(ctx) / raw.strip())
+
+
+def _video(item: dict, key: str, ctx: Item, folder: str = "") -> str:
+    name = _text(item, key, ctx.where)
+    return str(video_path(_media_root(ctx) / folder, name))
+
+
+def _media_root(ctx: Item) -> Path:
+    if ctx.source.data_path is None:
+        raise RecordError(ctx.where, "data_path", f"source {ctx.source.name} has media but no data_path")
+    return ctx.source.data_path
+
+
+def _letter(answer: str, options: list[str], ctx: Item, key: str) -> str:
+    letter = answer_letter(answer, options)
+    if letter is None:
+        raise RecordError(ctx.where, key, f"{answer!r} names none of the {len(options)} options", "answer_not_in_options")
+    return letter
+
+
+def _is_math(answer: str) -> bool:
+    """math-verify finds a value in the answer (its default parse: LaTeX and plain expressions).
+
+    Not the `$...$`-wrapped parse the reward uses: inside `$...$` any word parses (`yes` is y*e*s).
     """
-    path = Path(path)
-    specs = read_data_config(path, media_root)
-    samples: list[Sample] = []
-    report = SkipReport()
-    for spec in specs:
-        samples.extend(load_source(spec, report))
-    return Dataset(_unique_ids(samples), report)
+    from math_verify import parse
+
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    return bool(parse(answer, parsing_timeout=timeout))
 
 
-def read_data_config(path: PathLike, media_root: Optional[PathLike] = None) -> list[SourceSpec]:
-    """The sources a data_config.yaml declares, checked: every file it names must exist."""
+def _sample(ctx: Item, problem_type: str, question: str, answer: Any, *, options: Optional[list[str]] = None,
+            media_kind: str = "none", media_path: Optional[str] = None, video_start: Any = None,
+            video_end: Any = None) -> Sample:  # fmt: skip
+    for name, value in (("start", video_start), ("end", video_end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RecordError(ctx.where, name, f"expected a number of seconds, got {value!r}")
+    sample = Sample(
+        id=ctx.id,
+        source=ctx.source.name,
+        problem_type=problem_type,  # type: ignore[arg-type]
+        question=question,
+        answer=answer,
+        options=options,
+        media_kind=media_kind,  # type: ignore[arg-type]
+        media_path=media_path,
+        video_start=video_start,
+        video_end=video_end,
+    )
+    return validate_sample(sample, ctx.where)
+
+
+def _dapo_math(item: dict, ctx: Item) -> Sample:
+    """`prompt`, `solution`; text only, math."""
+    return _sample(ctx, "math", _text(item, "prompt", ctx.where), _text(item, "solution", ctx.where))
+
+
+def _virl(item: dict, ctx: Item) -> Sample:
+    """`question` (`<image>` dropped), `image` (one), `answer`: the last box's content; math when math-verify reads it."""
+    raw = _text(item, "answer", ctx.where)
+    answer = last_boxed(raw)
+    if answer is None or not answer.strip():
+        raise RecordError(ctx.where, "answer", f"no \\boxed{{}} answer in {raw!r}", "no_boxed_answer")
+    answer = answer.strip()
+    problem_type = "math" if _is_math(answer) else "exact_match"
+    return _sample(ctx, problem_type, _question(item, "question", ctx.where), answer, media_kind="image",
+                   media_path=_one_image(item, ctx))  # fmt: skip
+
+
+def _thinklite(item: dict, ctx: Item) -> Sample:
+    """`problem` (`<image>` dropped), `ground_truth`, `image`, `problem_type` (VideoR1's names or ours)."""
+    problem_type = _problem_type(item, ctx, {**VIDEOR1_TYPES, "exact_match": "exact_match", "math": "math"})
+    return _sample(ctx, problem_type, _question(item, "problem", ctx.where), _text(item, "ground_truth", ctx.where),
+                   media_kind="image", media_path=_one_image(item, ctx))  # fmt: skip
+
+
+def _problem_type(item: dict, ctx: Item, names: dict[str, str]) -> str:
+    name = _text(item, "problem_type", ctx.where)
+    if name.lower() not in names:
+        message = f"{name!r} is not trained on (kept: {', '.join(names)})"
+        raise RecordError(ctx.where, "problem_type", message, "unsupported_problem_type")
+    return names[name.lower()]
+
+
+def _videor1(item: dict, ctx: Item) -> Sample:
+    """`problem`, `options` (`A. x`), `solution` (`<answer>X</answer>`), `path`, `data_type`, `problem_type`."""
+    problem_type = _problem_type(item, ctx, VIDEOR1_TYPES)
+    solution = _text(item, "solution", ctx.where)
+    tagged = _ANSWER_TAG.findall(solution)
+    if not tagged or not tagged[-1].strip():
+        raise RecordError(ctx.where, "solution", f"no <answer>...</answer> in {solution!r}", "no_answer_tag")
+    answer = tagged[-1].strip()
+    problem = _text(item, "problem", ctx.where)
+    options = None
+    question = problem
+    if problem_type == "exact_match":
+        labelled = _get(item, "options", ctx.where)
+        if not isinstance(labelled, list) or not all(isinstance(o, str) for o in labelled):
+            raise RecordError(ctx.where, "options", f"expected a list of 'A. x' strings, got {labelled!r}")
+        options = [strip_option_label(o, i) for i, o in enumerate(labelled)]
+        question = prompts.videor1_question(problem, labelled)
+        answer = _letter(answer, options, ctx, "solution")
+    kind = _text(item, "data_type", ctx.where).lower()
+    if kind not in ("video", "image"):
+        raise RecordError(ctx.where, "data_type", f"expected video or image, got {kind!r}")
+    path = _text(item, "path", ctx.where)
+    media = video_path(_media_root(ctx), path) if kind == "video" else _media_root(ctx) / path
+    return _sample(ctx, problem_type, question, answer, options=options, media_kind=kind, media_path=str(media))
+
+
+def _tvbench(item: dict, ctx: Item) -> Sample:
+    """`question`, `candidates` (texts), `answer` (a candidate's text), `video` under `<data_path>/<subset>/`.
+
+    The subsets in TVBENCH_CLIPPED are clipped to `start`/`end`.
+    """
+    options = _get(item, "candidates", ctx.where)
+    if not isinstance(options, list) or not options:
+        raise RecordError(ctx.where, "candidates", f"expected a list of option texts, got {options!r}")
+    options = [str(o).strip() for o in options]
+    answer = _text(item, "answer", ctx.where)
+    if answer not in options:
+        raise RecordError(ctx.where, "answer", f"{answer!r} is not one of the candidates", "answer_not_in_options")
+    start = end = None
+    if ctx.subset in TVBENCH_CLIPPED:
+        start, end = _get(item, "start", ctx.where), _get(item, "end", ctx.where)
+    question = prompts.choice_question(_text(item, "question", ctx.where), options)
+    return _sample(ctx, "exact_match", question, LETTERS[options.index(answer)], options=options, media_kind="video",
+                   media_path=_video(item, "video", ctx, ctx.subset), video_start=start, video_end=end)  # fmt: skip
+
+
+def _stibench(item: dict, ctx: Item) -> Sample:
+    """`Question`, `Candidates` ({K: v}, shown `(K) v`), `time_start`/`time_end` (in the text only), `Answer`, `Video`."""
+    candidates = _get(item, "Candidates", ctx.where)
+    if not isinstance(candidates, dict) or not candidates or not all(k in LETTERS for k in candidates):
+        raise RecordError(ctx.where, "Candidates", f"expected {{letter: text}}, got {candidates!r}")
+    keys = sorted(candidates)
+    question = _text(item, "Question", ctx.where)
+    if item.get("time_start") is not None and item.get("time_end") is not None:
+        start = _number_text(item["time_start"], ctx.where, "time_start")
+        end = _number_text(item["time_end"], ctx.where, "time_end")
+        question = f"From {start} s to {end} s. {question}"
+    question = prompts.listed_question(question, [f"({k}) {candidates[k]}" for k in keys])
+    key = _text(item, "Answer", ctx.where).strip("()")
+    if key not in candidates:
+        raise RecordError(ctx.where, "Answer", f"{key!r} is not a key of Candidates", "answer_not_in_options")
+    return _sample(ctx, "exact_match", question, LETTERS[keys.index(key)], options=[str(candidates[k]) for k in keys],
+                   media_kind="video", media_path=_video(item, "Video", ctx))  # fmt: skip
+
+
+def _mmr(item: dict, ctx: Item) -> Sample:
+    """`question`, `options` (`(A) x`, shown `A. x`; empty ones dropped), `correctAnswer` (`(C)`), `video`."""
+    raw = _get(item, "options", ctx.where)
+    if not isinstance(raw, list):
+        raise RecordError(ctx.where, "options", f"expected a list of '(A) x' strings, got {raw!r}")
+    labels, options = [], []
+    for i, option in enumerate(raw):
+        match = _PAREN_LABEL.match(str(option))
+        label, text = (match.group(1), match.group(2).strip()) if match else (LETTERS[i], str(option).strip())
+        if text:
+            labels.append(label)
+            options.append(text)
+    key = _text(item, "correctAnswer", ctx.where).strip("() ")
+    if key not in labels:
+        raise RecordError(ctx.where, "correctAnswer", f"{key!r} names no non-empty option", "answer_not_in_options")
+    question = prompts.listed_question(_text(item, "question", ctx.where), prompts.option_lines(options))
+    return _sample(ctx, "exact_match", question, LETTERS[labels.index(key)], options=options, media_kind="video",
+                   media_path=_video(item, "video", ctx))  # fmt: skip
+
+
+def _grounding(text_key: str, stamp_key: str) -> Callable[[dict, Item], Sample]:
+    def rule(item: dict, ctx: Item) -> Sample:
+        return _sample(ctx, "iou", _text(item, text_key, ctx.where), _get(item, stamp_key, ctx.where),
+                       media_kind="video", media_path=_video(item, "video", ctx))  # fmt: skip
+
+    rule.__doc__ = f"`{text_key}` (the description to ground), `{stamp_key}` ([s, e] seconds), `video`; iou."
+    return rule
+
+
+def _nextgqa(item: dict, ctx: Item) -> Sample:
+    """`question`, `options`, `answer` (letter or option text), `timestamps` (the first [s, e] when several), `video`."""
+    raw = _get(item, "options", ctx.where)
+    if not isinstance(raw, list):
+        raise RecordError(ctx.where, "options", f"expected a list of options, got {raw!r}")
+    options = [strip_option_label(str(o), i) for i, o in enumerate(raw)]
+    letter = _letter(_text(item, "answer", ctx.where), options, ctx, "answer")
+    segment = _get(item, "timestamps", ctx.where)
+    if isinstance(segment, list) and segment and isinstance(segment[0], list):
+        segment = segment[0]
+    return _sample(ctx, "gqa", _text(item, "question", ctx.where), {"answer": letter, "segment": segment},
+                   options=options, media_kind="video", media_path=_video(item, "video", ctx))  # fmt: skip
+
+
+Rule = Callable[[dict, Item], Sample]
+SOURCES: dict[str, Rule] = {
+    "DAPO-Math": _dapo_math,
+    "VIRL": _virl,
+    "ThinkLite-VL-Hard": _thinklite,
+    "VideoR1": _videor1,
+    "TVBench": _tvbench,
+    "STI-Bench": _stibench,
+    "MMR-VBench": _mmr,
+    "Charades-STA": _grounding("description", "timestamps"),
+    "ActivityNet-TVG": _grounding("description", "timestamps"),
+    "TimeR1": _grounding("sentence", "timestamp"),
+    "NeXT-GQA": _nextgqa,
+}
+"""The release's source names (data_config.yaml keys, exactly) and the rule that reads each one's items."""
+TEXT_ONLY = ("DAPO-Math",)
+"""Sources without a data_path."""
+
+
+def _resolve(base: Optional[Path], value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: expected a path, got {value!r}")
+    path = Path(value.strip())
+    return Path(os.path.abspath(path if path.is_absolute() or base is None else base / path))
+
+
+def read_data_config(path: PathLike, media_root: Optional[PathLike] = None) -> list[Source]:
+    """The sources of a release data_config.yaml, checked: known names and keys, annotation files present.
+
+    Relative paths resolve against `media_root`, else the current working directory.
+    """
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -216,439 +374,81 @@ def read_data_config(path: PathLike, media_root: Optional[PathLike] = None) -> l
         raise DataError(f"data config not found: {path}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"cannot read data config {path}: {exc}") from None
-    if not isinstance(config, dict):
-        raise DataError(f"{path}: expected a mapping of sources at the top level")
-    unknown = sorted(set(config) - _TOP_KEYS) if ("sources" in config or "datasets" in config) else []
-    if unknown:
-        raise DataError(f"{path}: unknown top-level key '{unknown[0]}' (allowed: {', '.join(sorted(_TOP_KEYS))})")
-    here = path.parent
-    base = Path(media_root) if media_root is not None else here / str(config.get("media_root", "."))
-    extra_types = _type_names(config.get("problem_type_map"), f"{path}: problem_type_map")
-    entries = config.get("sources", config.get("datasets"))
-    if entries is None:
-        entries = {k: v for k, v in config.items() if k not in _TOP_KEYS}
-    if isinstance(entries, list):
-        named = {}
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict):
-                raise DataError(f"{path}: sources[{i}] must be a mapping, got {entry!r}")
-            annotation = next((entry[k] for k in _ANNOTATION_KEYS if k in entry), None)
-            name = entry.get("name") or (Path(str(annotation)).stem if annotation else f"source{i}")
-            named[str(name)] = entry
-        entries = named
-    if not isinstance(entries, dict) or not entries:
-        raise DataError(f"{path}: no sources declared")
-    specs = [_source_spec(str(name), entry, path, here, base, extra_types) for name, entry in entries.items()]
-    return specs
-
-
-def _type_names(mapping: Any, where: str) -> dict[str, str]:
-    if mapping is None:
-        return {}
-    if not isinstance(mapping, dict):
-        raise DataError(f"{where}: expected a mapping of names to problem types")
-    bad = {k: v for k, v in mapping.items() if v not in PROBLEM_TYPES}
-    if bad:
-        raise DataError(f"{where}: {bad} maps to an unknown problem type (known: {', '.join(PROBLEM_TYPES)})")
-    return {_type_key(str(k)): v for k, v in mapping.items()}
-
-
-def _source_spec(
-    name: str, entry: Any, config_path: Path, here: Path, base: Path, extra_types: dict[str, str]
-) -> SourceSpec:
-    where = f"{config_path}: source '{name}'"
-    if not isinstance(entry, dict):
-        raise DataError(f"{where}: expected a mapping with an annotation file, got {entry!r}")
-    unknown = sorted(set(entry) - _SOURCE_KEYS - set(_ANNOTATION_KEYS) - set(_MEDIA_KEYS))
-    if unknown:
-        raise DataError(f"{where}: unknown key '{unknown[0]}'")
-    annotation = next((entry[k] for k in _ANNOTATION_KEYS if k in entry), None)
-    if annotation is None:
-        raise DataError(f"{where}: no annotation file (key one of {', '.join(_ANNOTATION_KEYS)})")
-    annotation = here / str(annotation)
-    if not annotation.is_file():
-        raise DataError(f"{where}: annotation file not found: {annotation}")
-    media = next((entry[k] for k in _MEDIA_KEYS if k in entry), None)
-    preset = preset_for(str(entry.get("preset", name)))
-    if "preset" in entry and preset is None:
-        raise DataError(f"{where}: unknown preset '{entry['preset']}' (known: {', '.join(PRESETS)})")
-    preset = preset or SourcePreset()
-    suffix = annotation.suffix.lower()
-    fmt = entry.get("format") or {".jsonl": "jsonl", ".txt": "charades_sta", ".csv": "nextgqa"}.get(suffix, "json")
-    if fmt not in FORMATS:
-        raise DataError(f"{where}: unknown format '{fmt}' (known: {', '.join(FORMATS)})")
-    media_kind = entry.get("media_kind", preset.media_kind)
-    if media_kind not in (None, "video", "image", "none"):
-        raise DataError(f"{where}: media_kind must be video, image or none, got {media_kind!r}")
-    problem_type = entry.get("problem_type")
-    if problem_type is not None and problem_type not in PROBLEM_TYPES:
-        raise DataError(f"{where}: problem_type {problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
-    fields = dict(FIELD_CANDIDATES)
-    for key, names in (entry.get("fields") or {}).items():
-        if key not in FIELD_CANDIDATES:
-            raise DataError(f"{where}: fields.{key} is not a field (known: {', '.join(FIELD_CANDIDATES)})")
-        fields[key] = (names,) if isinstance(names, str) else tuple(str(n) for n in names)
-    spec = SourceSpec(
-        name=name,
-        annotation=annotation,
-        media_root=base / str(media) if media is not None else base,
-        format=fmt,
-        media_kind=media_kind,
-        problem_type=problem_type,
-        default_problem_type=preset.problem_type,
-        fields=fields,
-        problem_type_names={**PROBLEM_TYPE_NAMES, **extra_types, **_type_names(entry.get("problem_type_map"), where)},
-    )
-    for key in ("segments", "video_map"):
-        if key in entry:
-            extra = here / str(entry[key])
-            if not extra.is_file():
-                raise DataError(f"{where}: {key} file not found: {extra}")
-            setattr(spec, key, extra)
-    if fmt == "nextgqa" and spec.segments is None:
-        raise DataError(f"{where}: format nextgqa needs a 'segments' file (gsub_*.json)")
-    return spec
-
-
-def load_source(spec: SourceSpec, report: SkipReport) -> list[Sample]:
-    """The valid samples of one source; bad items go to `report`."""
-    samples = []
-    if spec.format in ("json", "jsonl"):
-        items, item_spec = _read_json_items(spec)
-    elif spec.format == "charades_sta":
-        items, item_spec = _read_charades_sta(spec), dataclasses.replace(spec, fields=dict(FIELD_CANDIDATES))
-    else:
-        items, item_spec = _read_nextgqa(spec), dataclasses.replace(spec, fields=dict(FIELD_CANDIDATES))
-    for index, item in enumerate(items):
-        where = f"{spec.annotation}[{index}]"
-        try:
-            if isinstance(item, RecordError):
-                raise item
-            samples.append(convert_item(item, item_spec, index, where))
-        except RecordError as exc:
-            report.skip(exc.reason, _raw_id(item, item_spec, index), str(exc))
-    return samples
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"annotation file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read annotation file {path}: {exc}") from None
+    if not isinstance(config, dict) or not config:
+        raise DataError(f"{path}: expected a mapping of source names to {{anno_path, data_path}}")
+    base = Path(media_root) if media_root is not None else None
+    sources = []
+    for name, entry in config.items():
+        where = f"{path}: source '{name}'"
+        if name not in SOURCES:
+            raise DataError(f"{where}: unknown source (the release's sources: {', '.join(SOURCES)})")
+        if not isinstance(entry, dict):
+            raise DataError(f"{where}: expected a mapping with anno_path and data_path, got {entry!r}")
+        unknown = sorted(set(entry) - {"anno_path", "data_path"})
+        if unknown:
+            raise DataError(f"{where}: unknown key '{unknown[0]}' (allowed: anno_path, data_path)")
+        if "anno_path" not in entry:
+            raise DataError(f"{where}: no anno_path")
+        anno = _resolve(base, entry["anno_path"], f"{where}: anno_path")
+        if name == "TVBench" and not anno.is_dir():
+            raise DataError(f"{where}: anno_path must be a directory of per-subset JSON files: {anno}")
+        if name != "TVBench" and not anno.is_file():
+            raise DataError(f"{where}: annotation file not found: {anno} (remove the source to train without it)")
+        if "data_path" not in entry and name not in TEXT_ONLY:
+            raise DataError(f"{where}: no data_path (the media root)")
+        data = _resolve(base, entry["data_path"], f"{where}: data_path") if "data_path" in entry else None
+        sources.append(Source(str(name), anno, data))
+    return sources
 
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(_read_text(path))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"annotation file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read annotation file {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON: {exc}") from None
 
 
-def _read_json_lines(path: Path) -> list[Any]:
-    """Objects of a JSONL file; a bad line becomes a RecordError in its place (skipped, counted)."""
-    items: list[Any] = []
-    failed = 0
-    for number, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            failed += 1
-            items.append(RecordError(f"{path}:{number}", "line", f"not valid JSON: {exc}"))
-    if failed and failed == len(items):
-        raise DataError(f"{path}: no line is valid JSON")
-    return items
+def _annotation_files(source: Source) -> list[tuple[Path, str]]:
+    """(file, subset) pairs: TVBench's directory holds one JSON array per subset; the others one file."""
+    if source.name != "TVBench":
+        return [(source.anno_path, "")]
+    files = sorted(source.anno_path.glob("*.json"))
+    if not files:
+        raise DataError(f"{source.anno_path}: no JSON files (TVBench's anno_path holds one per subset)")
+    return [(f, f.stem) for f in files]
 
 
-def _read_json_items(spec: SourceSpec) -> tuple[list[Any], SourceSpec]:
-    if spec.format == "jsonl":
-        return _read_json_lines(spec.annotation), spec
-    data = _read_json(spec.annotation)
-    if isinstance(data, list):
-        return data, spec
-    if isinstance(data, dict) and data and all(
-        isinstance(v, dict) and "sentences" in v and ("timestamps" in v or "timestamp" in v) for v in data.values()
-    ):
-        return _expand_captions(data), dataclasses.replace(spec, fields=dict(FIELD_CANDIDATES))
-    raise DataError(
-        f"{spec.annotation}: expected a JSON array of items or an object of videos "
-        f"{{id: {{duration, timestamps, sentences}}}}, got {type(data).__name__}"
-    )
+def load_source(source: Source, report: SkipReport) -> list[Sample]:
+    """The valid samples of one source; bad items go to `report`."""
+    rule = SOURCES[source.name]
+    samples = []
+    for path, subset in _annotation_files(source):
+        items = _read_json(path)
+        if not isinstance(items, list):
+            raise DataError(f"{path}: expected a JSON array of items, got {type(items).__name__}")
+        prefix = f"{source.name}/{subset}/" if subset else f"{source.name}/"
+        for index, item in enumerate(items):
+            ctx = Item(source, f"{prefix}{index}", f"{path}[{index}]", subset)
+            try:
+                if not isinstance(item, dict):
+                    raise RecordError(ctx.where, "item", f"expected an object, got {type(item).__name__}")
+                samples.append(rule(item, ctx))
+            except RecordError as exc:
+                report.skip(exc.reason, ctx.id, str(exc), source=source.name)
+    return samples
 
 
-def _expand_captions(data: dict) -> list[Any]:
-    """ActivityNet Captions style {vid: {duration, timestamps, sentences}}: one item per sentence."""
-    items: list[Any] = []
-    for vid, entry in data.items():
-        stamps = entry.get("timestamps", entry.get("timestamp"))
-        sentences = entry["sentences"]
-        if not isinstance(stamps, list) or not isinstance(sentences, list) or len(stamps) != len(sentences):
-            items.append(RecordError(f"video {vid}", "timestamps", "timestamps and sentences differ in length"))
-            continue
-        for i, (stamp, sentence) in enumerate(zip(stamps, sentences)):
-            item = {"id": f"{vid}_{i}", "sentence": sentence, "timestamps": stamp, "video": vid}
-            items.append({**item, "duration": entry.get("duration")})
-    return items
-
-
-def _read_charades_sta(spec: SourceSpec) -> list[Any]:
-    """Charades-STA `vid start end##sentence` lines."""
-    items: list[Any] = []
-    for number, line in enumerate(_read_text(spec.annotation).splitlines(), 1):
-        if not line.strip():
-            continue
-        head, sep, sentence = line.partition("##")
-        parts = head.split()
-        try:
-            vid, start, end = parts[0], float(parts[1]), float(parts[2])
-            if not sep or len(parts) != 3:
-                raise ValueError
-        except (ValueError, IndexError):
-            message = f"expected 'vid start end##sentence', got {line!r}"
-            items.append(RecordError(f"{spec.annotation}:{number}", "line", message))
-            continue
-        items.append({"id": f"{vid}_{number}", "sentence": sentence.strip(), "timestamps": [start, end], "video": vid})
-    return items
-
-
-def _read_nextgqa(spec: SourceSpec) -> list[Any]:
-    """NExT-GQA: questions from the csv, segments from gsub_*.json, video files via the optional map."""
-    assert spec.segments is not None
-    grounding = _read_json(spec.segments)
-    video_map = _read_json(spec.video_map) if spec.video_map is not None else {}
-    if not isinstance(grounding, dict) or not isinstance(video_map, dict):
-        raise DataError(f"{spec.segments}: expected an object of videos")
-    try:
-        rows = list(csv.DictReader(_read_text(spec.annotation).splitlines()))
-    except csv.Error as exc:
-        raise DataError(f"{spec.annotation}: not valid CSV: {exc}") from None
-    if rows and not {"question", "answer", "qid"} <= set(rows[0]):
-        raise DataError(f"{spec.annotation}: expected NExT-GQA columns video_id, question, answer, qid, a0..a4")
-    items: list[Any] = []
-    for row in rows:
-        vid = str(row.get("video_id") or row.get("video") or "")
-        options = [row[f"a{i}"] for i in range(26) if row.get(f"a{i}")]
-        answer = str(row["answer"]).strip()
-        if answer.isdigit() and int(answer) < len(options):
-            answer = LETTERS[int(answer)]
-        entry = grounding.get(vid) or {}
-        location = (entry.get("location") or {}).get(str(row["qid"]))
-        items.append(
-            {
-                "id": f"{vid}_{row['qid']}",
-                "question": row["question"],
-                "options": options,
-                "answer": answer,
-                "timestamps": location,
-                "video": str(video_map.get(vid, vid)),
-                "duration": entry.get("duration"),
-            }
-        )
-    return items
-
-
-def _lookup(item: dict, names: tuple[str, ...]) -> Any:
-    for name in names:
-        value: Any = item
-        for part in name.split("."):
-            if not isinstance(value, dict) or part not in value:
-                value = None
-                break
-            value = value[part]
-        if value is not None:
-            return value
-    return None
-
-
-def _raw_id(item: Any, spec: SourceSpec, index: int) -> str:
-    raw = _lookup(item, spec.fields["id"]) if isinstance(item, dict) else None
-    return f"{spec.name}/{raw if raw not in (None, '') else index}"
-
-
-def _chat_text(messages: list) -> str:
-    """A chat-style prompt ([{role, content}], as in DAPO-Math) -> the user's text."""
-    parts = []
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role", "user") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        if isinstance(content, str):
-            parts.append(content)
-    return "\n".join(parts)
-
-
-def _options(raw: Any, where: str) -> Optional[list[str]]:
-    if raw is None or raw == [] or raw == {}:
-        return None
-    if isinstance(raw, dict):
-        raw = [raw[k] for k in sorted(raw)]
-    if not isinstance(raw, list):
-        raise RecordError(where, "options", f"expected a list of options, got {raw!r}")
-    return [strip_option_label(str(text), i) for i, text in enumerate(raw)]
-
-
-def _answer_text(raw: Any, where: str) -> str:
-    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-        raise RecordError(where, "answer", f"expected a string or number, got {raw!r}")
-    return strip_answer_markup(str(raw))
-
-
-def _segments_from_text(text: str, where: str) -> Any:
-    try:
-        value = json.loads(text)
-        if isinstance(value, list):
-            return value
-    except json.JSONDecodeError:
-        pass
-    match = _SEGMENT_TEXT.search(text)
-    if not match:
-        raise RecordError(where, "answer", f"no [start, end] segment in {text!r}")
-    return [float(match.group(1)), float(match.group(2))]
-
-
-def _infer_problem_type(answer: Any, options: Optional[list[str]], timestamps: Any) -> str:
-    """For items with no type anywhere: segments -> iou/gqa, letters and words -> exact_match, else math."""
-    text = strip_answer_markup(str(answer)) if isinstance(answer, (str, int, float)) else ""
-    letter = bool(_LONE_LETTER.match(text)) or bool(options and answer_letter(text, options))
-    if timestamps is not None:
-        return "gqa" if letter else "iou"
-    if letter or options:
-        return "exact_match"
-    return "math" if re.search(r"[\d\\]", text) else "exact_match"
-
-
-def convert_item(item: Any, spec: SourceSpec, index: int, where: str) -> Sample:
-    """One released-format item -> a validated Sample, or RecordError naming the field."""
-    if not isinstance(item, dict):
-        raise RecordError(where, "item", f"expected an object, got {type(item).__name__}")
-
-    def get(key: str) -> Any:
-        return _lookup(item, spec.fields[key])
-
-    question = get("question")
-    if isinstance(question, list):
-        question = _chat_text(question)
-    if not isinstance(question, str) or not question.strip():
-        raise RecordError(where, "question", f"no question text in fields {', '.join(spec.fields['question'])}")
-    question = _MEDIA_TOKEN.sub("", question).strip()
-    options = _options(get("options"), where)
-    raw_answer, timestamps = get("answer"), get("timestamps")
-
-    problem_type = spec.problem_type
-    if problem_type is None and get("problem_type") is not None:
-        name = str(get("problem_type"))
-        problem_type = spec.problem_type_names.get(_type_key(name))
-        if problem_type is None:
-            raise RecordError(where, "problem_type", f"unknown problem type {name!r} (add it to problem_type_map)")
-    if problem_type is None:
-        problem_type = spec.default_problem_type or _infer_problem_type(raw_answer, options, timestamps)
-
-    answer: Any
-    if problem_type in ("exact_match", "math"):
-        if raw_answer is None:
-            raise RecordError(where, "answer", f"no answer in fields {', '.join(spec.fields['answer'])}")
-        answer = _answer_text(raw_answer, where)
-        if problem_type == "exact_match":
-            letter = answer_letter(answer, options) if options else None
-            lone = _LONE_LETTER.match(answer)
-            answer = letter or (lone.group(1) if lone else answer)
-    elif problem_type == "iou":
-        if timestamps is not None:
-            answer = timestamps
-        elif raw_answer is not None:
-            answer = _segments_from_text(_answer_text(raw_answer, where), where)
-        else:
-            raise RecordError(where, "timestamps", "no segment in timestamps or answer fields")
-    else:
-        if raw_answer is None:
-            raise RecordError(where, "answer", f"no answer in fields {', '.join(spec.fields['answer'])}")
-        text = _answer_text(raw_answer, where)
-        choice, _, segment_text = text.partition("<>")
-        choice = choice.strip()
-        letter = (answer_letter(choice, options) if options else None) or choice
-        if timestamps is None and segment_text:
-            timestamps = _segments_from_text(segment_text, where)
-        if timestamps is None:
-            raise RecordError(where, "timestamps", "grounded QA needs a segment (timestamps field or 'X <> [s, e]')")
-        if isinstance(timestamps, list) and timestamps and isinstance(timestamps[0], (list, tuple)):
-            timestamps = timestamps[0]
-        answer = {"answer": letter, "segment": timestamps}
-
-    media_kind, media_path = _media(item, spec, where, get)
-    sample = Sample(
-        id=_raw_id(item, spec, index),
-        source=spec.name,
-        problem_type=problem_type,  # type: ignore[arg-type]
-        question=render_options(question, options) if options else question,
-        answer=answer,
-        options=options,
-        media_kind=media_kind,  # type: ignore[arg-type]
-        media_path=media_path,
-        video_start=_float(get("video_start"), where, "video_start"),
-        video_end=_float(get("video_end"), where, "video_end"),
-        duration=_float(get("duration"), where, "duration"),
-    )
-    return validate_sample(sample, where)
-
-
-def _float(value: Any, where: str, name: str) -> Optional[float]:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise RecordError(where, name, f"expected a number, got {value!r}") from None
-
-
-def _media(item: dict, spec: SourceSpec, where: str, get) -> tuple[str, Optional[str]]:
-    raw = get("media")
-    if isinstance(raw, list):
-        if len(raw) > 1:
-            raise RecordError(where, "media", f"{len(raw)} media files; one per sample is supported")
-        raw = raw[0] if raw else None
-    kind = spec.media_kind
-    if kind is None:
-        declared = str(get("media_kind") or "").lower()
-        suffix = Path(str(raw)).suffix.lower() if raw else ""
-        if declared in ("video", "image"):
-            kind = declared
-        elif raw is None:
-            kind = "none"
-        elif suffix in IMAGE_EXTENSIONS:
-            kind = "image"
-        else:
-            kind = "video"
-    if kind == "none":
-        if raw is not None:
-            raise RecordError(where, "media", f"source {spec.name} is text-only but the item names {raw!r}")
-        return "none", None
-    if not isinstance(raw, str) or not raw.strip():
-        raise RecordError(where, "media", f"a {kind} sample needs a file in fields {', '.join(spec.fields['media'])}")
-    raw = raw.strip().removeprefix("file://")
-    path = video_path(spec.media_root, raw) if kind == "video" else spec.media_root / raw
-    return kind, str(path)
-
-
-def _unique_ids(samples: list[Sample]) -> list[Sample]:
-    """Sources reuse ids (and some repeat their own): a repeated id gets '#n' appended, counted in the log."""
-    seen: dict[str, int] = {}
-    renamed = 0
-    out = []
-    for sample in samples:
-        count = seen.get(sample.id, 0)
-        seen[sample.id] = count + 1
-        if count:
-            renamed += 1
-            sample = dataclasses.replace(sample, id=f"{sample.id}#{count}")
-        out.append(sample)
-    if renamed:
-        logger.warning("%d samples had an id already taken; renamed with a '#n' suffix", renamed)
-    return out
+def load_release(path: PathLike, media_root: Optional[PathLike] = None) -> Dataset:
+    """Every source of a release data_config.yaml (no media check; see `load_dataset`)."""
+    report = SkipReport()
+    samples: list[Sample] = []
+    for source in read_data_config(path, media_root):
+        samples.extend(load_source(source, report))
+    return Dataset(samples, report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -659,6 +459,29 @@ def _resolve_media(sample: Sample, root: Path) -> Sample:
     if sample.media_path is None or os.path.isabs(sample.media_path):
         return sample
     return dataclasses.replace(sample, media_path=str(root / sample.media_path))
+
+
+def _read_json_lines(path: Path) -> list[Any]:
+    """Objects of a JSONL file; a bad line becomes a RecordError in its place (skipped, counted)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read data file {path}: {exc}") from None
+    items: list[Any] = []
+    failed = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            failed += 1
+            items.append(RecordError(f"{path}:{number}", "line", f"not valid JSON: {exc}"))
+    if failed and failed == len(items):
+        raise DataError(f"{path}: no line is valid JSON")
+    return items
 
 
 def read_jsonl(path: PathLike, media_root: Optional[PathLike] = None) -> Dataset:
@@ -678,7 +501,8 @@ def read_jsonl(path: PathLike, media_root: Optional[PathLike] = None) -> Dataset
             if sample.id in seen:
                 raise RecordError(where, "id", f"duplicate id {sample.id!r}")
         except RecordError as exc:
-            report.skip(exc.reason, sample_id, str(exc))
+            source = str(record.get("source") or "") if isinstance(record, dict) else ""
+            report.skip(exc.reason, sample_id, str(exc), source=source)
             continue
         seen.add(sample.id)
         samples.append(_resolve_media(sample, root))
@@ -782,7 +606,7 @@ def read_parquet(path: PathLike, media_root: Optional[PathLike] = None) -> Datas
             if sample.id in seen:
                 raise RecordError(where, "id", f"duplicate id {sample.id!r}")
         except RecordError as exc:
-            report.skip(exc.reason, str(row.get("id") or index), str(exc))
+            report.skip(exc.reason, str(row.get("id") or index), str(exc), source=str(row.get("source") or ""))
             continue
         seen.add(sample.id)
         samples.append(_resolve_media(sample, root))
@@ -836,53 +660,44 @@ def check_media(samples: list[Sample], report: SkipReport, mode: MediaCheck = "p
                 if sample.duration is None:
                     sample = dataclasses.replace(sample, duration=result.duration)
         except MediaError as exc:
-            report.skip(exc.reason, sample.id, str(exc))
+            report.skip(exc.reason, sample.id, str(exc), source=sample.source)
             continue
         kept.append(sample)
     return kept
 
 
 def load_dataset(spec: PathLike, media_root: Optional[PathLike] = None, *, check: MediaCheck = "probe") -> Dataset:
-    """Samples from a data_config.yaml, an internal .jsonl/.parquet, or one released-style .json.
+    """Samples from a release data_config.yaml or an internal .jsonl/.parquet, media checked.
 
-    `media_root` is where relative media paths resolve (default: the data file's folder; for a
-    data_config it replaces the base of the per-source media roots). Bad samples are skipped and
-    counted in `.report`; an unusable file raises DataError.
+    `media_root`: for a data_config, what its relative paths resolve against (default: the working
+    directory); for .jsonl/.parquet, the base of relative media paths (default: the file's folder).
+    Bad samples are skipped and counted in `.report`; an unusable file raises DataError.
     """
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
-        dataset = load_data_config(path, media_root)
+        dataset = load_release(path, media_root)
     elif suffix == ".jsonl":
         dataset = read_jsonl(path, media_root)
     elif suffix == ".parquet":
         dataset = read_parquet(path, media_root)
-    elif suffix == ".json":
-        if not path.is_file():
-            raise DataError(f"annotation file not found: {path}")
-        preset = preset_for(path.stem) or SourcePreset()
-        source = SourceSpec(
-            name=path.stem,
-            annotation=path,
-            media_root=Path(media_root) if media_root is not None else path.parent,
-            media_kind=preset.media_kind,
-            default_problem_type=preset.problem_type,
-        )
-        report = SkipReport()
-        dataset = Dataset(_unique_ids(load_source(source, report)), report)
     else:
-        raise DataError(f"{path}: expected a data_config .yaml, a .jsonl, a .parquet or a .json file")
+        raise DataError(f"{path}: expected a data_config .yaml, a .jsonl or a .parquet file")
     dataset.samples = check_media(dataset.samples, dataset.report, check)
-    logger.info("loaded %d samples from %s (%s)", len(dataset), path, dataset.report.summary())
+    logger.info("loaded %d samples from %s\n%s", len(dataset), path, dataset.summary())
     return dataset
 
 
 def load_from_config(cfg: DataConfig, *, check: MediaCheck = "probe") -> Dataset:
-    """The training samples `data.train` names: a data file, or `synthetic` (generated if needed)."""
+    """The training samples `data.train` names: a data file, `synthetic` or `miniature_release` (built if needed)."""
     if cfg.train == "synthetic":
         from rl.data.synthetic import generate_synthetic
 
         generate_synthetic(cfg.synthetic_dir, cfg.synthetic_num_samples, cfg.seed)
         return load_dataset(Path(cfg.synthetic_dir) / "samples.jsonl", check=check)
-    return load_dataset(cfg.train, cfg.media_root, check=check)
+    if cfg.train == "miniature_release":
+        from rl.data.miniature_release import build_miniature_release
 
+        root = build_miniature_release(cfg.miniature_release_dir, seed=cfg.seed)
+        return load_dataset(root / "data" / "data_config.yaml", root, check=check)
+    return load_dataset(cfg.train, cfg.media_root, check=check)

@@ -1,4 +1,4 @@
-"""Checking `Sample` records, rendering options, and the report of skipped samples.
+"""Checking `Sample` records, reading option labels, and the report of skipped samples.
 
 Every loader funnels its records through `validate_sample`, so a record that reaches training has
 an answer of the shape its problem type needs (method.md section 3): a bad record is named (file,
@@ -16,7 +16,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from rl.grammar import last_boxed
 from rl.types import PROBLEM_TYPES, Answer, Sample
 
 logger = logging.getLogger(__name__)
@@ -28,24 +27,20 @@ WARN_LIMIT = 20
 
 _LABEL = re.compile(r"^\s*(?:\(([A-Z])\)|([A-Z])\s*[.):：]|\[([A-Z])\])\s*")
 _BARE_LETTER = re.compile(r"^\s*\(?\[?([A-Z])\]?\)?\s*(?:[.):：]\s*.*)?$", re.S)
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 
 
 class RecordError(ValueError):
-    """One record that does not fit the schema; the message names where it is and which field."""
+    """One record that does not fit the schema; the message names where it is and which field.
 
-    def __init__(self, where: str, field_name: str, message: str) -> None:
+    `reason` is what the skip is counted under: `invalid_<field>` unless a more telling code is given
+    (e.g. `multi_image`, `no_answer_tag`, `unsupported_problem_type`).
+    """
+
+    def __init__(self, where: str, field_name: str, message: str, reason: Optional[str] = None) -> None:
         super().__init__(f"{where}: field '{field_name}': {message}")
         self.where = where
         self.field = field_name
-
-    @property
-    def reason(self) -> str:
-        return f"invalid_{self.field}"
-
-
-def option_label(index: int) -> str:
-    return LETTERS[index]
+        self.reason = reason or f"invalid_{field_name}"
 
 
 def strip_option_label(text: str, index: int) -> str:
@@ -53,28 +48,6 @@ def strip_option_label(text: str, index: int) -> str:
     match = _LABEL.match(text)
     if match and (match.group(1) or match.group(2) or match.group(3)) == LETTERS[index]:
         return text[match.end() :].strip()
-    return text.strip()
-
-
-def render_options(question: str, options: list[str]) -> str:
-    """The question followed by one line per option, `A. text` (as the paper's prompts show them).
-
-    A question that already lists exactly these lines is returned unchanged.
-    """
-    lines = [f"{option_label(i)}. {text}" for i, text in enumerate(options)]
-    if all(line in question for line in lines):
-        return question
-    return question.rstrip() + "\n" + "\n".join(lines)
-
-
-def strip_answer_markup(text: str) -> str:
-    """'<answer>B</answer>' or 'The answer is \\boxed{B}' -> 'B': the payload a reward compares."""
-    tagged = _ANSWER_TAG.findall(text)
-    if tagged:
-        text = tagged[-1]
-    boxed = last_boxed(text)
-    if boxed is not None:
-        text = boxed
     return text.strip()
 
 
@@ -149,9 +122,12 @@ def validate_sample(sample: Sample, where: str) -> Sample:
         raise RecordError(where, "source", f"expected a non-empty string, got {sample.source!r}")
     if sample.problem_type not in PROBLEM_TYPES:
         raise RecordError(where, "problem_type", f"{sample.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
-    question = _text(sample.question, where, "question") if isinstance(sample.question, str) else None
-    if question is None:
-        raise RecordError(where, "question", f"expected a string, got {sample.question!r}")
+    question = sample.question
+    if not isinstance(question, str):
+        raise RecordError(where, "question", f"expected a string, got {question!r}")
+    if not question.strip():
+        raise RecordError(where, "question", "is empty")
+    # kept as written: a source's layout may end in a newline the checkpoints were trained with
     options = sample.options
     if options is not None:
         if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
@@ -216,15 +192,17 @@ def sample_from_dict(record: Any, where: str) -> Sample:
 
 @dataclass
 class SkipReport:
-    """Samples left out and why: counts and ids by reason. A run never stops on one bad sample."""
+    """Samples left out and why: counts and ids by reason, counts by source. A run never stops on one bad sample."""
 
     counts: Counter = field(default_factory=Counter)
     ids: dict[str, list[str]] = field(default_factory=dict)
+    by_source: dict[str, Counter] = field(default_factory=dict)
 
-    def skip(self, reason: str, sample_id: str, message: str) -> None:
+    def skip(self, reason: str, sample_id: str, message: str, source: str = "") -> None:
         """Count a skipped sample and warn (the first WARN_LIMIT of each reason)."""
         self.counts[reason] += 1
         self.ids.setdefault(reason, []).append(sample_id)
+        self.by_source.setdefault(source or "?", Counter())[reason] += 1
         if self.counts[reason] <= WARN_LIMIT:
             logger.warning("skipping %s (%s): %s", sample_id, reason, message)
         elif self.counts[reason] == WARN_LIMIT + 1:
@@ -238,9 +216,16 @@ class SkipReport:
         self.counts.update(other.counts)
         for reason, ids in other.ids.items():
             self.ids.setdefault(reason, []).extend(ids)
+        for source, counts in other.by_source.items():
+            self.by_source.setdefault(source, Counter()).update(counts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"skipped": self.total, "counts": dict(self.counts), "ids": {k: list(v) for k, v in self.ids.items()}}
+        return {
+            "skipped": self.total,
+            "counts": dict(self.counts),
+            "by_source": {k: dict(v) for k, v in self.by_source.items()},
+            "ids": {k: list(v) for k, v in self.ids.items()},
+        }
 
     def summary(self) -> str:
         if not self.total:
@@ -267,3 +252,18 @@ class Dataset:
     def counts_by(self, attribute: str) -> dict[str, int]:
         """e.g. counts_by("source"), counts_by("problem_type"), counts_by("media_kind")."""
         return dict(Counter(getattr(s, attribute) for s in self.samples))
+
+    def summary(self) -> str:
+        """One line per source: samples kept, by modality, and skipped by reason; then the totals."""
+        kept = Counter(s.source for s in self.samples)
+        kinds: dict[str, Counter] = {}
+        for s in self.samples:
+            kinds.setdefault(s.source, Counter())[s.media_kind] += 1
+        lines = []
+        for source in list(dict.fromkeys([*kept, *self.report.by_source])):
+            skipped = self.report.by_source.get(source, Counter())
+            media = ", ".join(f"{k} {v}" for k, v in sorted(kinds.get(source, Counter()).items()))
+            reasons = ", ".join(f"{k} {v}" for k, v in skipped.most_common()) or "none"
+            lines.append(f"  {source}: {kept[source]} kept ({media or 'none'}); skipped {sum(skipped.values())}: {reasons}")
+        lines.append(f"  total: {len(self.samples)} kept; {self.report.summary()}")
+        return "\n".join(lines)

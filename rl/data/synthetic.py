@@ -4,11 +4,13 @@ Each video is a few seconds of flat coloured shapes on black (112x112, the small
 Qwen planners keep without upscaling at patch 14, 8 or 10 fps, H.264 through PyAV, a few KB).
 Signals are simple and consistent so a tiny model can learn them from the sampled frames:
 
-- exact_match: one shape for the whole video; "what colour" or "what shape", options A-D / A-C.
+- exact_match: one shape for the whole video; "what colour" or "what shape", options A-D / A-C,
+  laid out as TVBench's questions are (rl.prompts.choice_question).
 - math: 1-5 squares for the whole video; count them all, or only the red ones among blue ones.
 - iou: a red square visible during [s, e] (10 fps, so frame times are exact to one decimal);
   the question is the description to ground, as in Charades-STA.
-- gqa: a square of one colour visible during [s, e]; answer {"answer": letter, "segment": [s, e]}.
+- gqa: a square of one colour visible during [s, e]; answer {"answer": letter, "segment": [s, e]}
+  (the question and options go into NExT-GQA's template at render time, rl.prompts).
 
 Sample i depends only on (seed, i), so a larger `num_samples` extends a smaller set. Regenerating
 writes nothing whose bytes would not change (x264 runs single-threaded, which makes it
@@ -25,7 +27,8 @@ from typing import Union
 import numpy as np
 
 from rl.data.loaders import jsonl_bytes
-from rl.data.records import LETTERS, render_options, validate_sample
+from rl.data.records import LETTERS, validate_sample
+from rl.prompts import choice_question
 from rl.types import Sample
 
 SIZE = 112
@@ -172,7 +175,7 @@ def generate_synthetic(out_dir: Union[str, os.PathLike], num_samples: int, seed:
             id=sample_id,
             source=SOURCE,
             problem_type=problem_type,  # type: ignore[arg-type]
-            question=render_options(question, options) if options else question,
+            question=choice_question(question, options) if problem_type == "exact_match" else question,
             answer=answer,  # type: ignore[arg-type]
             options=options,
             media_kind="video",
