@@ -135,7 +135,7 @@ class GRPOConfig(_Section):
     `learner` recomputes it (a frozen snapshot of the previous version when rounds overlap; the
     synchronous case needs none and is unchanged); `engine` takes the engines' own log-probs."""
     behaviour_weight_cap: float = Field(default=2.0, gt=0)
-    """C in w = min(pi_prox / pi_behav, C), the truncated importance weight on the behaviour gap."""
+    """C in w = min(pi_old / pi_behav, C), the truncated importance weight on the behaviour gap."""
 
 
 class LearnerConfig(_Section):
