@@ -331,15 +331,19 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """(T, H, W, 3) uint8 -> (T, height, width, 3) uint8, bicubic with antialiasing.
 
     Same values as the torchvision resize qwen-vl-utils calls (which rounds its float result
-    back to uint8), about 4x faster on CPU than going through torchvision for uint8 input.
+    back to uint8). One frame at a time in contiguous NCHW float: the float copy of a whole
+    2-minute 720p clip is 2.6 GB of memory traffic, and interpolating it frame by frame is 2x
+    faster on CPU, with the same result bit for bit (benchmarks/bench_data.py, docs/status.md).
     """
     if frames.shape[1:3] == (height, width):
         return np.ascontiguousarray(frames)
-    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    video = torch.nn.functional.interpolate(
-        video, size=(height, width), mode="bicubic", antialias=True, align_corners=False
-    )
-    return np.ascontiguousarray(video.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    out = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
+    target = torch.from_numpy(out)
+    for i in range(frames.shape[0]):
+        frame = torch.from_numpy(frames[i]).permute(2, 0, 1).unsqueeze(0).contiguous().float()
+        frame = torch.nn.functional.interpolate(frame, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        target[i] = frame.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0)
+    return out
 
 
 def decode_clip(
