@@ -29,9 +29,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from launch.train import train
+    from launch.train import demo
 
-    return train("configs/tiny_cpu.yaml", args.overrides, resume="none")
+    return demo(args.overrides)
 
 
 def _infer(args: argparse.Namespace) -> int:

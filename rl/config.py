@@ -54,6 +54,10 @@ class DataConfig(_Section):
     .parquet: the media paths (default: the file's folder)."""
     synthetic_num_samples: int = Field(default=64, gt=0)
     synthetic_dir: str = "artifacts/synthetic"
+    synthetic_kinds: list[Literal["choice", "count", "ground", "grounded_qa", "colour"]] = ["choice", "count", "ground", "grounded_qa"]
+    """Task families of `train: synthetic`, cycled (rl.data.synthetic.KINDS); the demo trains on `colour` only."""
+    synthetic_shuffle_options: bool = True
+    """Shuffle multiple-choice options per sample (TVBench-like); off, the letter names the colour/shape."""
     miniature_release_dir: str = "artifacts/miniature_release"
     """Where `train: miniature_release` builds its folder (once; rl.data.miniature_release)."""
     fps: float = Field(default=2.0, gt=0)

@@ -129,8 +129,15 @@ def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> P
         build_tiny(family, base, seed=seed)  # type: ignore[arg-type]
     if model.tiny_warm_start_steps == 0:
         return base
-    warm = ARTIFACTS / f"tiny-{family}-s{seed}-warm{model.tiny_warm_start_steps}-v{WARM_START_VERSION}"
+    from rl.data.synthetic import KINDS
+
+    # The format is taught on the families the run trains on (random answers either way); a run on
+    # other families than the default mix gets a warm start of its own.
+    kinds = tuple(data.synthetic_kinds)
+    tag = "" if kinds == KINDS and data.synthetic_shuffle_options else "-" + "-".join(kinds) + ("" if data.synthetic_shuffle_options else "-fixed")
+    warm = ARTIFACTS / f"tiny-{family}-s{seed}-warm{model.tiny_warm_start_steps}{tag}-v{WARM_START_VERSION}"
     if not (warm / "model.safetensors").is_file():
-        samples = generate_synthetic(Path(data.synthetic_dir), data.synthetic_num_samples, seed=data.seed)
+        samples = generate_synthetic(ARTIFACTS / f"synthetic-warmstart{tag}", data.synthetic_num_samples, seed=data.seed,
+                                     kinds=kinds, shuffle_options=data.synthetic_shuffle_options)
         warm_start(base, warm, samples, data, model.tiny_warm_start_steps, seed=seed)
     return warm

@@ -693,7 +693,8 @@ def load_from_config(cfg: DataConfig, *, check: MediaCheck = "probe") -> Dataset
     if cfg.train == "synthetic":
         from rl.data.synthetic import generate_synthetic
 
-        generate_synthetic(cfg.synthetic_dir, cfg.synthetic_num_samples, cfg.seed)
+        generate_synthetic(cfg.synthetic_dir, cfg.synthetic_num_samples, cfg.seed,
+                           kinds=tuple(cfg.synthetic_kinds), shuffle_options=cfg.synthetic_shuffle_options)
         return load_dataset(Path(cfg.synthetic_dir) / "samples.jsonl", check=check)
     if cfg.train == "miniature_release":
         from rl.data.miniature_release import build_miniature_release

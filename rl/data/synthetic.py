@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -64,8 +64,9 @@ def _grid_cells(rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
     return [(int(c) // 3 * step + step // 2, int(c) % 3 * step + step // 2) for c in cells]
 
 
-def _multiple_choice(rng: np.random.Generator, choices: tuple[str, ...], correct: str) -> tuple[list[str], str]:
-    options = [str(c) for c in rng.permutation(list(choices))]
+def _multiple_choice(rng: np.random.Generator, choices: tuple[str, ...], correct: str,
+                     shuffle: bool = True) -> tuple[list[str], str]:
+    options = [str(c) for c in (rng.permutation(list(choices)) if shuffle else choices)]
     return options, LETTERS[options.index(correct)]
 
 
@@ -79,8 +80,16 @@ def _segment(rng: np.random.Generator, frames: int, fps: int) -> tuple[int, int]
     return first, end
 
 
-def _task(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, int, str, object, list[str] | None, str]:
+def _task(kind: str, rng: np.random.Generator, shuffle_options: bool = True) -> tuple[np.ndarray, int, str, object, list[str] | None, str]:
     """(frames, fps, question, answer, options, problem_type) of one sample."""
+    if kind == "colour":
+        fps = int(rng.choice([8, 10]))
+        frames = _canvas(int(rng.integers(2, 5)) * fps)
+        colour = str(rng.choice(list(COLOURS)))
+        shape = str(rng.choice(SHAPES))
+        frames[:, _shape_mask(shape, SIZE // 2, SIZE // 2, 40)] = COLOURS[colour]
+        options, letter = _multiple_choice(rng, tuple(COLOURS), colour, shuffle_options)
+        return frames, fps, f"What colour is the {shape} in the video?", letter, options, "exact_match"
     if kind == "choice":
         fps = int(rng.choice([8, 10]))
         frames = _canvas(int(rng.integers(2, 5)) * fps)
@@ -89,10 +98,10 @@ def _task(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, int, str, ob
         cy, cx = (int(v) for v in rng.integers(36, SIZE - 36, size=2))
         frames[:, _shape_mask(shape, cy, cx, 18)] = COLOURS[colour]
         if rng.random() < 0.5:
-            options, letter = _multiple_choice(rng, tuple(COLOURS), colour)
+            options, letter = _multiple_choice(rng, tuple(COLOURS), colour, shuffle_options)
             question = f"What colour is the {shape} in the video?"
         else:
-            options, letter = _multiple_choice(rng, SHAPES, shape)
+            options, letter = _multiple_choice(rng, SHAPES, shape, shuffle_options)
             question = "What shape is shown in the video?"
         return frames, fps, question, letter, options, "exact_match"
     if kind == "count":
@@ -125,6 +134,28 @@ def _task(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, int, str, ob
 
 KINDS = ("choice", "count", "ground", "grounded_qa")
 """Sample i is of kind KINDS[i % 4], so any four consecutive samples cover every problem type."""
+EXTRA_KINDS = ("colour",)
+"""Not in the default mix: `colour`, the demo's easiest family (one large centred shape, "what colour", 4 options)."""
+
+
+def chance(sample: Sample) -> float:
+    """Accuracy of a uniform random well-formed answer, the floor the demo's accuracies are read against.
+
+    exact_match, gqa (the letter): 1/options. math: 1 over the counts the question allows (1-5, or
+    1-3 red squares). iou (IoU > 0.5, i.e. R@0.5): estimated over 2000 uniform random intervals of
+    the video, seeded by the sample id, so it is reproducible.
+    """
+    if sample.problem_type in ("exact_match", "gqa"):
+        return 1.0 / len(sample.options or ())
+    if sample.problem_type == "math":
+        return 1.0 / 3 if "red" in sample.question else 1.0 / 5
+    duration = float(sample.duration or 1.0)
+    s, e = (float(v) for v in sample.answer)  # type: ignore[union-attr]
+    rng = np.random.default_rng([ord(c) for c in sample.id])
+    ends = np.sort(rng.uniform(0.0, duration, size=(2000, 2)), axis=1)
+    inter = np.clip(np.minimum(ends[:, 1], e) - np.maximum(ends[:, 0], s), 0.0, None)
+    union = (ends[:, 1] - ends[:, 0]) + (e - s) - inter
+    return float(np.mean(inter / union > 0.5))
 
 
 def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
@@ -155,7 +186,8 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def generate_synthetic(out_dir: Union[str, os.PathLike], num_samples: int, seed: int) -> list[Sample]:
+def generate_synthetic(out_dir: Union[str, os.PathLike], num_samples: int, seed: int,
+                       kinds: Sequence[str] = KINDS, shuffle_options: bool = True) -> list[Sample]:
     """Write `num_samples` videos under out_dir/videos and their records to out_dir/samples.jsonl.
 
     Returns the samples with media paths joined to `out_dir`; the JSONL stores them relative to
@@ -165,9 +197,9 @@ def generate_synthetic(out_dir: Union[str, os.PathLike], num_samples: int, seed:
     (out / "videos").mkdir(parents=True, exist_ok=True)
     samples = []
     for i in range(num_samples):
-        kind = KINDS[i % len(KINDS)]
+        kind = kinds[i % len(kinds)]
         rng = np.random.default_rng([seed, i])
-        frames, fps, question, answer, options, problem_type = _task(kind, rng)
+        frames, fps, question, answer, options, problem_type = _task(kind, rng, shuffle_options)
         sample_id = f"{SOURCE}-{seed}-{i:05d}"
         path = out / "videos" / f"{sample_id}.mp4"
         _write_if_changed(path, encode_mp4(frames, fps))
