@@ -100,6 +100,11 @@ def build_confident_model(base_dir: str | Path, out_dir: str | Path, *, steps: i
     return save_model_dir(model, renderer.processor, out, "thinkonce_toy.json", meta)
 
 
+TOY_VERSION = 2
+"""Part of the cached toy model's name; raised when what it is trained on changes (2: the prompts
+are rendered with the training system prompt, rl.prompts), so no stale copy is reused."""
+
+
 def confident_model(artifacts: str | Path, family: str = "qwen2_5_vl", *, steps: Optional[int] = None) -> Path:
     """The toy confident model of `family` under `artifacts`, built (with its tiny base) if missing."""
     from rl.tiny import build_tiny
@@ -109,7 +114,7 @@ def confident_model(artifacts: str | Path, family: str = "qwen2_5_vl", *, steps:
     if not (base / "model.safetensors").is_file():
         build_tiny(family, base)  # type: ignore[arg-type]
     kwargs = {} if steps is None else {"steps": steps}
-    return build_confident_model(base, root / f"toy-confident-{family}", **kwargs)
+    return build_confident_model(base, root / f"toy-confident-{family}-v{TOY_VERSION}", **kwargs)
 
 
 def write_toy_video(path: str | Path, family: str, seed: int) -> Path:
