@@ -123,7 +123,8 @@ def collate_shared(seqs: list[Sequence], units: list[list[int]], pad_id: int) ->
 
     Sequences come out in unit order. Each row carries its prompt's vision tensors once. Response
     token t of o_i is predicted by the logit at the previous packed token: the prompt's last token
-    for t = 0 (shared by the row's responses), o_i's token t - 1 otherwise.
+    for t = 0 (shared by the row's responses), o_i's token t - 1 otherwise; `logits_to_keep` is
+    the union of those positions over the rows.
     """
     if not units or any(not unit for unit in units):
         raise ValueError("collate_shared needs at least one non-empty unit")
@@ -145,13 +146,13 @@ def collate_shared(seqs: list[Sequence], units: list[list[int]], pad_id: int) ->
     rope_mask = torch.zeros((batch, twin_length), dtype=torch.long)
     vision: dict[str, list[Tensor]] = {}
 
-    first = min(len(p.prompt_ids) for p in prompts) - 1
     order = [i for unit in units for i in unit]
     max_response = max(len(seqs[i].response_ids) for i in order)
     logit_index = torch.zeros((len(order), max_response), dtype=torch.long)
     targets = torch.zeros((len(order), max_response), dtype=torch.long)
     mask = torch.zeros((len(order), max_response), dtype=torch.long)
     rows = torch.zeros(len(order), dtype=torch.long)
+    predictors: list[Tensor] = []
     n = 0
     for row, (prompt, unit) in enumerate(zip(prompts, units)):
         p = len(prompt.prompt_ids)
@@ -177,19 +178,22 @@ def collate_shared(seqs: list[Sequence], units: list[list[int]], pad_id: int) ->
             input_ids[row, start : start + r] = torch.tensor(response, dtype=torch.long)
             segments[row, start : start + r] = k
             rope_index[row, start : start + r] = p + torch.arange(r)
-            predictors = torch.cat([torch.tensor([p - 1]), start + torch.arange(r - 1)])
-            logit_index[n, :r] = predictors - first
+            predictors.append(torch.cat([torch.tensor([p - 1]), start + torch.arange(r - 1)]))
             targets[n, :r] = torch.tensor(response, dtype=torch.long)
             mask[n, :r] = 1
             rows[n] = row
             start += r
             n += 1
 
+    # Logits only at positions that predict a response token in some row (not over longer prompts).
+    keep = torch.unique(torch.cat(predictors))
+    for n, positions in enumerate(predictors):
+        logit_index[n, : positions.numel()] = torch.searchsorted(keep, positions)
     model_inputs = {
         "input_ids": input_ids,
         "attention_mask": (segments != PAD).long(),
         TOKEN_TYPE_KEY: token_types,
-        "logits_to_keep": torch.arange(first, length - 1),
+        "logits_to_keep": keep,
         **{key: torch.cat(values, dim=0) for key, values in vision.items()},
     }
     advantages = torch.tensor([seqs[i].advantage for i in order], dtype=torch.float32)

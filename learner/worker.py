@@ -292,7 +292,7 @@ class Learner:
     def _train_step(self, seqs: list[Sequence], plan: Plan, old: dict[int, torch.Tensor], ref: Optional[dict[int, torch.Tensor]]) -> dict[str, float]:
         grpo = self.cfg.grpo
         self.engine.train()
-        real = [self._response_mask(seqs, _flat(units)) for units, dummy in plan if not dummy]
+        real = [self._response_mask(seqs, _flat(rows)) for rows, dummy in plan if not dummy]
         units = torch.tensor([float(sum(aggregation_units(m, grpo.aggregation) for m in real))], device=self.device)
         dist.all_reduce(units)
 
@@ -300,10 +300,10 @@ class Learner:
         sums = torch.zeros(9, dtype=torch.float64)
         ratio_extremes = torch.tensor([-math.inf, -math.inf], dtype=torch.float64)
         lr = float(self.engine.get_lr()[0])
-        for j, (units, dummy) in enumerate(plan):
+        for j, (rows, dummy) in enumerate(plan):
             self.engine.set_gradient_accumulation_boundary(j == len(plan) - 1)
-            mb = self._collate(seqs, units)
-            indices = _flat(units)
+            mb = self._collate(seqs, rows)
+            indices = _flat(rows)
             scores = response_logprobs(self.engine, mb, self.temperature, with_entropy=True)
             if dummy:
                 self.engine.backward(scores.logp.sum() * 0.0)
@@ -354,7 +354,7 @@ class Learner:
             "ratio_max": float(ratio_extremes[0]),
             "ratio_min": -float(ratio_extremes[1]),
             "tokens": s[8],
-            "sequences": float(sum(len(_flat(units)) for units, dummy in plan if not dummy)) * self.world_size,
+            "sequences": float(sum(len(_flat(rows)) for rows, dummy in plan if not dummy)) * self.world_size,
             "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
             "lr": lr,
             "step_applied": bool(self.engine.was_step_applied()),

@@ -9,6 +9,7 @@ ZeRO-2 and ZeRO-3 with gradient checkpointing on and off.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -189,12 +190,22 @@ def _learner_round(model_dir: Path, shared: bool, stage: int, checkpointing: boo
     return logprobs, stats, grads
 
 
+VISION_LOCKSTEP = importlib.util.find_spec("learner.lockstep") is not None
+"""Whether every forward touches the vision tower (main's learner.lockstep): see the ZeRO-3 note below."""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "family,stage,checkpointing",
     [("qwen2_5_vl", 2, False), ("qwen2_5_vl", 3, True), ("qwen3_vl", 2, True), ("qwen3_vl", 3, False)],
 )
-def test_learner_round_matches_per_row(one_rank_world, tiny_qwen25, tiny_qwen3, family, stage, checkpointing):
+def test_learner_round_matches_per_row(request, one_rank_world, tiny_qwen25, tiny_qwen3, family, stage, checkpointing):
+    if stage == 3 and not VISION_LOCKSTEP:
+        # Step 2's first shared micro-batch is text only. Under ZeRO-3 a parameter that gets no
+        # gradient in a step's first micro-batch but one in a later one (here the merger) ends the
+        # step with a wrong gradient, whatever the layout (with the per-row layout this data
+        # happens to put vision first). The vision lockstep makes every forward touch the merger.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="ZeRO-3 merger gradient after a text-only first micro-batch"))
     model_dir = tiny_qwen25 if family == "qwen2_5_vl" else tiny_qwen3
     video_prompt = len(make_prompts(model_dir)[0].prompt_ids)
     budget = video_prompt + 80  # the video group needs two sub-groups, micro-batches hold several rows
