@@ -20,6 +20,8 @@ The mask is built by transformers' mask interface for the model's attention impl
 the model's normal `forward()` as a prepared 4-D mask, so forward hooks, ZeRO-3 gathers and
 gradient checkpointing apply as for any batch. Flash-attention's varlen kernel cannot express a
 prefix shared by several segments, so the shared forward refuses it.
+
+Which samples share a prompt is `prompt_groups`' answer (object identity, then content).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from rl.types import ModelInput
 
 SHARED_PREFIX_ATTENTION = ("sdpa", "eager", "flex_attention")
 PROMPT, PAD = 0, -1
@@ -52,6 +56,32 @@ class Packing:
 
     def to(self, device: torch.device | str) -> "Packing":
         return Packing(*(t.to(device) for t in (self.segments, self.rope_ids, self.rope_types, self.rope_mask, self.rope_index)))
+
+
+def prompt_groups(inputs: list[ModelInput]) -> list[int]:
+    """A group id per sample: samples with the same prompt (and the same vision tensors) share one.
+
+    LearnerGroup hands a prompt's G samples over as one ModelInput object (Ray pickles the list with
+    identity preserved), so identity decides at once; equal copies that are distinct objects are
+    found by comparing prompt ids, then the vision tensors.
+    """
+    by_id: dict[int, int] = {}
+    by_prompt: dict[tuple[int, ...], list[tuple[ModelInput, int]]] = {}
+    groups: list[int] = []
+    for mi in inputs:
+        if id(mi) not in by_id:
+            candidates = by_prompt.setdefault(tuple(mi.prompt_ids), [])
+            match = next((g for other, g in candidates if _same_tensors(other.hf_inputs, mi.hf_inputs)), None)
+            if match is None:
+                match = sum(len(c) for c in by_prompt.values())
+                candidates.append((mi, match))
+            by_id[id(mi)] = match
+        groups.append(by_id[id(mi)])
+    return groups
+
+
+def _same_tensors(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

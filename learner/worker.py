@@ -38,6 +38,7 @@ import torch.distributed as dist
 
 from learner.batch import MicroBatch, Sequence, collate, collate_shared, group_units, plan_micro_batches, response_logprobs
 from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
+from learner.prefix import prompt_groups
 from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, policy_loss
@@ -486,32 +487,6 @@ class Learner:
                     digest.update(torch.as_tensor(value).detach().float().cpu().numpy().tobytes())
         digest.update(repr(self.engine.lr_scheduler.state_dict().get("last_epoch")).encode())
         return digest.hexdigest()
-
-
-def prompt_groups(inputs: list[ModelInput]) -> list[int]:
-    """A group id per sample: samples with the same prompt (and the same vision tensors) share one.
-
-    LearnerGroup hands a prompt's G samples over as one ModelInput object (Ray pickles the list with
-    identity preserved), so identity decides at once; equal copies that are distinct objects are
-    found by comparing prompt ids, then the vision tensors.
-    """
-    by_id: dict[int, int] = {}
-    by_prompt: dict[tuple[int, ...], list[tuple[ModelInput, int]]] = {}
-    groups: list[int] = []
-    for mi in inputs:
-        if id(mi) not in by_id:
-            candidates = by_prompt.setdefault(tuple(mi.prompt_ids), [])
-            match = next((g for other, g in candidates if _same_tensors(other.hf_inputs, mi.hf_inputs)), None)
-            if match is None:
-                match = sum(len(c) for c in by_prompt.values())
-                candidates.append((mi, match))
-            by_id[id(mi)] = match
-        groups.append(by_id[id(mi)])
-    return groups
-
-
-def _same_tensors(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
 
 
 def _flat(units: list[list[int]]) -> list[int]:

@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from learner.batch import Sequence, collate, collate_shared, group_units, response_logprobs  # noqa: E402
-from learner.worker import Learner, distributed_env, free_port, prompt_groups  # noqa: E402
+from learner.prefix import prompt_groups  # noqa: E402
+from learner.worker import Learner, distributed_env, free_port  # noqa: E402
 from rl.config import Config  # noqa: E402
 from rl.mrope import load_vl_model  # noqa: E402
 from rl.prompts import PromptRenderer  # noqa: E402
