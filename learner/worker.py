@@ -38,7 +38,7 @@ import torch.distributed as dist
 
 from learner.batch import MicroBatch, Sequence, collate, collate_shared, group_units, plan_micro_batches, response_logprobs
 from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
-from learner.prefix import prompt_groups
+from learner.prefix import SHARED_PREFIX_ATTENTION, prompt_groups
 from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, policy_loss
@@ -119,6 +119,9 @@ class Learner:
     """One rank of the DeepSpeed world; torch.distributed must be reachable via env:// (see `distributed_env`)."""
 
     def __init__(self, cfg: Config, model_dir: Optional[str] = None, total_steps: Optional[int] = None) -> None:
+        if cfg.learner.shared_prefix and cfg.model.attn_implementation not in SHARED_PREFIX_ATTENTION:
+            raise ValueError(f"learner.shared_prefix needs model.attn_implementation in {SHARED_PREFIX_ATTENTION} "
+                             f"(a custom mask), not '{cfg.model.attn_implementation}'; or set learner.shared_prefix: false")
         self.device_kind = resolve_device(cfg.cluster.device)
         configure_environment(self.device_kind)
         import deepspeed

@@ -271,3 +271,11 @@ def test_two_rank_zero3_round_matches_per_row(tiny_qwen3):
     assert g["loss"] == pytest.approx(w["loss"], rel=LOSS_RTOL, abs=1e-9)
     assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=GRAD_RTOL)
     assert g["tokens"] == w["tokens"] and g["sequences"] == w["sequences"] == 8
+
+
+def test_learner_refuses_flash_attention_at_start(tiny_qwen25):
+    """The 7B/8B configs' flash_attention_2 cannot take the prefix-sharing mask: say so before loading anything."""
+    cfg = Config.model_validate({"model": {"path": str(tiny_qwen25), "attn_implementation": "flash_attention_2"},
+                                 "cluster": {"device": "cpu"}})
+    with pytest.raises(ValueError, match="shared_prefix"):
+        Learner(cfg)
