@@ -8,6 +8,11 @@ optimizer step. Before any update the rank scores all of them with the current p
 log-probs of the ratio) and with the reference model; then each step runs its shard as token-budget
 micro-batches with gradient accumulation and one optimizer step.
 
+With `learner.shared_prefix` (learner.prefix) a micro-batch is a set of units, each the responses of
+one prompt it holds, packed as one row with the prompt once; the scoring passes plan over all of the
+rank's samples, so they see whole groups whatever the step make-up. Without it every unit is one
+sequence (the per-row reference path).
+
 Every rank runs the same number of micro-batches in every pass, padding with zero-weight repeats:
 ZeRO-3 gathers parameters in each forward and ZeRO-2/3 reduce gradients in each backward, both
 collectives that hang if one rank does fewer. Micro-batch losses are weighted by their share of
@@ -31,9 +36,10 @@ from typing import Any, Iterator, Optional
 import torch
 import torch.distributed as dist
 
-from learner.batch import MicroBatch, Sequence, collate, plan_micro_batches, response_logprobs
+from learner.batch import MicroBatch, Sequence, collate, collate_shared, group_units, plan_micro_batches, response_logprobs
 from learner.lockstep import install_vision_lockstep
 from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
+from learner.prefix import SHARED_PREFIX_ATTENTION, prompt_groups
 from learner.sync import SyncGroupSpec, WeightSender, free_port
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, behaviour_weights, policy_loss
@@ -51,9 +57,10 @@ WEIGHT_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 ZERO3_PERSISTENCE_THRESHOLD = 10_000
 """Parameters below this many elements (norms, biases) stay whole on every rank under ZeRO-3."""
 
-# A micro-batch is (sample indices, dummy): a dummy repeats real indices with zero weight so every
-# rank runs the same number of forwards and backwards.
-Plan = list[tuple[list[int], bool]]
+# A micro-batch is (units, dummy): a unit is the sample indices of one model row (one sample on the
+# per-row path, responses to one prompt with shared_prefix); a dummy repeats real units with zero
+# weight so every rank runs the same number of forwards and backwards.
+Plan = list[tuple[list[list[int]], bool]]
 Table = dict[int, torch.Tensor]
 Scores = tuple[Table, Optional[Table], Optional[Table]]
 """Old, reference and behaviour log-probs by sample index (reference / behaviour: None when unused)."""
@@ -117,6 +124,9 @@ class Learner:
     """One rank of the DeepSpeed world; torch.distributed must be reachable via env:// (see `distributed_env`)."""
 
     def __init__(self, cfg: Config, model_dir: Optional[str] = None, total_steps: Optional[int] = None) -> None:
+        if cfg.learner.shared_prefix and cfg.model.attn_implementation not in SHARED_PREFIX_ATTENTION:
+            raise ValueError(f"learner.shared_prefix needs model.attn_implementation in {SHARED_PREFIX_ATTENTION} "
+                             f"(a custom mask), not '{cfg.model.attn_implementation}'; or set learner.shared_prefix: false")
         self.device_kind = resolve_device(cfg.cluster.device)
         configure_environment(self.device_kind)
         import deepspeed
@@ -205,9 +215,21 @@ class Learner:
 
     # ---- scoring ------------------------------------------------------------------------------
 
-    def _plan(self, lengths: list[int], indices: list[int]) -> Plan:
-        groups = plan_micro_batches([lengths[i] for i in indices], self.cfg.learner.micro_batch_tokens)
-        return [([indices[j] for j in group], False) for group in groups]
+    def _plan(self, seqs: list[Sequence], groups: list[int], indices: list[int]) -> Plan:
+        """Token-budget micro-batches of `indices`: of whole (sub)groups with shared_prefix, of sequences otherwise."""
+        budget = self.cfg.learner.micro_batch_tokens
+        if self.cfg.learner.shared_prefix:
+            units = group_units(
+                [groups[i] for i in indices],
+                [len(seqs[i].prompt_ids) for i in indices],
+                [len(seqs[i].response_ids) for i in indices],
+                budget,
+            )
+            units = [[indices[j] for j in unit] for unit in units]
+        else:
+            units = [[i] for i in indices]
+        lengths = [len(seqs[unit[0]].prompt_ids) + sum(len(seqs[i].response_ids) for i in unit) for unit in units]
+        return [([units[j] for j in batch], False) for batch in plan_micro_batches(lengths, budget)]
 
     def _lockstep(self, plans: list[Plan]) -> list[Plan]:
         """Pad each plan with dummy micro-batches to the most any rank has for it."""
@@ -215,8 +237,11 @@ class Learner:
         dist.all_reduce(counts, op=dist.ReduceOp.MAX)
         return [plan + [(plan[-1][0], True)] * (int(n) - len(plan)) for plan, n in zip(plans, counts.tolist())]
 
-    def _collate(self, seqs: list[Sequence], indices: list[int]) -> MicroBatch:
-        return collate([seqs[i] for i in indices], self.pad_id).to(self.device)
+    def _collate(self, seqs: list[Sequence], units: list[list[int]]) -> MicroBatch:
+        """The micro-batch's model inputs; its sequences come out in the order of `_flat(units)`."""
+        if self.cfg.learner.shared_prefix:
+            return collate_shared(seqs, units, self.pad_id).to(self.device)
+        return collate([seqs[i] for i in _flat(units)], self.pad_id).to(self.device)
 
     @torch.no_grad()
     def _score(self, model, seqs: list[Sequence], plans: list[Plan]) -> dict[int, torch.Tensor]:
@@ -224,11 +249,11 @@ class Learner:
         model.eval()
         out: dict[int, torch.Tensor] = {}
         for plan in plans:
-            for indices, dummy in plan:
-                scores = response_logprobs(model, self._collate(seqs, indices), self.temperature)
+            for units, dummy in plan:
+                scores = response_logprobs(model, self._collate(seqs, units), self.temperature)
                 if dummy:
                     continue
-                for row, i in enumerate(indices):
+                for row, i in enumerate(_flat(units)):
                     out[i] = scores.logp[row, : len(seqs[i].response_ids)].float().cpu()
         return out
 
@@ -236,7 +261,7 @@ class Learner:
         """Current policy log-probs of each response token (collective: every rank calls, with its own samples)."""
         inputs = self.pixels.restore(inputs)
         seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs) for mi, r in zip(inputs, responses)]
-        plans = self._lockstep([self._plan([len(s) for s in seqs], list(range(len(seqs))))])
+        plans = self._lockstep([self._plan(seqs, prompt_groups(inputs), list(range(len(seqs))))])
         scores = self._score(self.engine, seqs, plans)
         return [scores[i].tolist() for i in range(len(seqs))]
 
@@ -285,7 +310,7 @@ class Learner:
         """
         inputs = self.pixels.restore(inputs)
         seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs) for mi, r in zip(inputs, responses)]
-        plans = self._lockstep([self._plan([len(s) for s in seqs], list(range(len(seqs))))])
+        plans = self._lockstep([self._plan(seqs, prompt_groups(inputs), list(range(len(seqs))))])
         timings = {"seconds_old_logprobs": 0.0, "seconds_ref_logprobs": 0.0}
         old, ref, behav = self._score_all(seqs, plans, timings, versions)
         listed = lambda table: [table[i].tolist() for i in range(len(seqs))] if table is not None else None  # noqa: E731
@@ -324,14 +349,15 @@ class Learner:
             raise ValueError("old_logprobs come with ref_logprobs when the learner has a reference model")
         inputs = self.pixels.restore(inputs)  # float pixels made here, from the uint8 frames (rl.pixels)
         seqs = [Sequence(mi.prompt_ids, list(r), mi.hf_inputs, float(a)) for mi, r, a in zip(inputs, responses, advantages)]
-        lengths = [len(s) for s in seqs]
+        groups = prompt_groups(inputs)
         shard = n // num_steps
-        plans = self._lockstep([self._plan(lengths, list(range(k * shard, (k + 1) * shard))) for k in range(num_steps)])
+        scoring = self._lockstep([self._plan(seqs, groups, list(range(n)))])
+        plans = self._lockstep([self._plan(seqs, groups, list(range(k * shard, (k + 1) * shard))) for k in range(num_steps)])
 
         timings = {"seconds_old_logprobs": 0.0, "seconds_ref_logprobs": 0.0}
         table = lambda rows: {i: torch.tensor(lp, dtype=torch.float32) for i, lp in enumerate(rows)} if rows is not None else None  # noqa: E731
         if old_logprobs is None:
-            old, ref, behav = self._score_all(seqs, plans, timings, versions)
+            old, ref, behav = self._score_all(seqs, scoring, timings, versions)
         else:
             old, ref, behav = table(old_logprobs), table(ref_logprobs) if self.ref is not None else None, table(behaviour_logprobs)
         if self.cfg.grpo.behaviour_logprobs == "engine":
@@ -353,7 +379,7 @@ class Learner:
                     behav: Optional[dict[int, torch.Tensor]] = None) -> dict[str, float]:
         grpo = self.cfg.grpo
         self.engine.train()
-        real = [self._response_mask(seqs, idx) for idx, dummy in plan if not dummy]
+        real = [self._response_mask(seqs, _flat(rows)) for rows, dummy in plan if not dummy]
         units = torch.tensor([float(sum(aggregation_units(m, grpo.aggregation) for m in real))], device=self.device)
         dist.all_reduce(units)
 
@@ -361,9 +387,10 @@ class Learner:
         sums = torch.zeros(9, dtype=torch.float64)
         ratio_extremes = torch.tensor([-math.inf, -math.inf], dtype=torch.float64)
         lr = float(self.engine.get_lr()[0])
-        for j, (indices, dummy) in enumerate(plan):
+        for j, (rows, dummy) in enumerate(plan):
             self.engine.set_gradient_accumulation_boundary(j == len(plan) - 1)
-            mb = self._collate(seqs, indices)
+            mb = self._collate(seqs, rows)
+            indices = _flat(rows)
             scores = response_logprobs(self.engine, mb, self.temperature, with_entropy=True)
             if dummy:
                 self.engine.backward(scores.logp.sum() * 0.0)
@@ -418,7 +445,7 @@ class Learner:
             "ratio_max": float(ratio_extremes[0]),
             "ratio_min": -float(ratio_extremes[1]),
             "tokens": s[8],
-            "sequences": float(sum(len(idx) for idx, dummy in plan if not dummy)) * self.world_size,
+            "sequences": float(sum(len(_flat(rows)) for rows, dummy in plan if not dummy)) * self.world_size,
             "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
             "lr": lr,
             "step_applied": bool(self.engine.was_step_applied()),
@@ -550,6 +577,10 @@ class Learner:
                     digest.update(torch.as_tensor(value).detach().float().cpu().numpy().tobytes())
         digest.update(repr(self.engine.lr_scheduler.state_dict().get("last_epoch")).encode())
         return digest.hexdigest()
+
+
+def _flat(units: list[list[int]]) -> list[int]:
+    return [i for unit in units for i in unit]
 
 
 def _pad(rows: list[torch.Tensor], width: int) -> torch.Tensor:

@@ -156,6 +156,8 @@ class LearnerConfig(_Section):
     gradient_checkpointing: bool = True
     micro_batch_tokens: int = Field(default=16384, gt=0)
     """Token budget of one forward/backward micro-batch."""
+    shared_prefix: bool = True
+    """Each prompt (and its video) computed once per group: responses packed after one prompt copy (learner.prefix); false = one row per response."""
     freeze_vision: bool = True
     """The vision encoder is frozen; the merger and the language model train."""
     minibatch: Literal["grouped", "shuffled"] = "grouped"
