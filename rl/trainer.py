@@ -34,12 +34,14 @@ import torch
 
 from learner.group import LearnerGroup
 from reward.pool import RewardPool
+from launch.placement import required
 from rl.builders import BuilderPool, RoundBuilder
 from rl.checkpoint import CheckpointManager, Manifest, capture_rng, restore_rng
 from rl.config import Config, to_yaml
 from rl.grpo import group_advantages
 from rl.inputs import InputBuilder
 from rl.metrics import MetricsLogger, PhaseTimer, rollout_metrics
+from rl.runtime import resolve_device
 from rl.stream import PromptStream
 from rl.types import Generation, ModelInput, RewardBreakdown, Sample
 from rollout.group import RolloutGroup
@@ -321,8 +323,9 @@ class Trainer:
 
         data = self.cfg.data
         count = data.num_builders
-        if count is None:
-            count = int(ray.available_resources().get("CPU", 0.0) // data.builder_cpus)
+        if count is None:  # the CPUs the other actors leave (counted, not read: some may still be starting)
+            free = ray.cluster_resources().get("CPU", 0.0) - required(self.cfg, resolve_device(self.cfg.cluster.device))["CPU"]
+            count = max(0, int(free // data.builder_cpus))
         pool = BuilderPool(str(self.model_dir), data, count, data.builder_cpus) if count > 0 else None
         log.info("prompts are built by %s", f"{count} builder actor(s), {data.prefetch_rounds} round(s) ahead" if pool else "the driver")
 

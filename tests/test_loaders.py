@@ -118,19 +118,6 @@ def test_validation_names_file_index_and_field() -> None:
                         media_path="v.mp4", video_start=3, video_end=2)  # fmt: skip
     with pytest.raises(RecordError, match="video_end"):
         validate_sample(bad_window, "w")
-
-
-def test_validation_names_file_index_and_field() -> None:
-    sample = Sample(id="q", source="s", problem_type="gqa", question="Which?", answer={"answer": "E", "segment": [1, 2]},
-                    options=["a", "b"])  # fmt: skip
-    with pytest.raises(RecordError, match=r"f\.json\[7\]: field 'answer'"):
-        validate_sample(sample, "f.json[7]")
-    ok = validate_sample(Sample(id="q", source="s", problem_type="iou", question="x", answer=[[1, 2], (3, 4)]), "w")
-    assert ok.answer == [[1.0, 2.0], [3.0, 4.0]]
-    bad_window = Sample(id="q", source="s", problem_type="math", question="x", answer="1", media_kind="video",
-                        media_path="v.mp4", video_start=3, video_end=2)  # fmt: skip
-    with pytest.raises(RecordError, match="video_end"):
-        validate_sample(bad_window, "w")
     with pytest.raises(RecordError, match="field 'question': is empty"):
         validate_sample(Sample(id="q", source="s", problem_type="math", question=" \n", answer="1"), "w")
 

@@ -31,10 +31,10 @@ from rl.data.records import (
     Dataset,
     RecordError,
     SkipReport,
-    render_options,
     strip_option_label,
     validate_sample,
 )
+from rl.prompts import listed_question, option_lines
 from rl.types import Sample
 
 PathLike = Union[str, os.PathLike]
@@ -168,11 +168,16 @@ def _segments(value: Any, where: str) -> list[list[float]]:
         raise RecordError(where, "timestamp", f"expected numbers, got {value!r}") from None
 
 
+def _with_options(question: str, options: list[str]) -> str:
+    """A multiple-choice question with its `A. x` option lines (the letters the scoring reads)."""
+    return listed_question(question.rstrip(), option_lines(options))
+
+
 def _videomme(row: dict, index: int, root: Path, where: str) -> tuple[Sample, dict]:
     options = [strip_option_label(str(o), i) for i, o in enumerate(row["options"])]
     answer = str(row["answer"]).strip()
     sample = Sample(id=str(row.get("question_id") or index), source="videomme", problem_type="exact_match",
-                    question=render_options(str(row["question"]), options), answer=answer, options=options,
+                    question=_with_options(str(row["question"]), options), answer=answer, options=options,
                     media_kind="video", media_path=_media(root, f"{row['videoID']}.mp4", ("", "data"), (".MP4", ".mkv")))
     return sample, {"kind": "mc", "answer": answer, "letters": "ABCD", "group": str(row.get("duration", ""))}
 
@@ -185,7 +190,7 @@ def _mvbench(task: str) -> Callable[[dict, int, Path, str], tuple[Sample, dict]]
         letter = _letter_of(row["answer"], options, where)
         start, end = row.get("start"), row.get("end")
         sample = Sample(id=f"{task}/{index}", source=f"mvbench/{task}", problem_type="exact_match",
-                        question=render_options(str(row["question"]), options), answer=letter, options=options,
+                        question=_with_options(str(row["question"]), options), answer=letter, options=options,
                         media_kind="video", media_path=_media(root, str(row["video"]), (folder, f"video/{folder}")),
                         video_start=float(start) if start is not None else None,
                         video_end=float(end) if end is not None else None)
@@ -211,7 +216,7 @@ def _nextgqa(row: dict, index: int, root: Path, where: str) -> tuple[Sample, dic
     segments = _segments(row["solution"], where)
     qid = row.get("qid")
     sample = Sample(id=f"{row['video']}/{qid}" if qid is not None else f"nextgqa/{index}", source="nextgqa",
-                    problem_type="gqa", question=render_options(str(row["question"]), options),
+                    problem_type="gqa", question=str(row["question"]).strip(),  # the grounded-QA template lists the options
                     answer={"answer": letter, "segment": segments[0]}, options=options, media_kind="video",
                     media_path=_media(root, str(row["video"]), ("", "nextgqa_videos"), (".mp4",)))
     return sample, {"kind": "gqa", "answer": letter, "letters": "ABCDE", "segments": segments, "group": ""}
