@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from rl.mrope import load_vl_model
-from rl.prompts import PromptRenderer
+from rl.prompts import PromptRenderer, Prompts
 from rl.tiny import model_family
 from rl.types import Clip, ModelInput, Sample
 from rl.warmstart import response_loss, save_model_dir
@@ -56,7 +56,7 @@ def toy_clip(family: str, seed: int, frames: int = 4, units: tuple[int, int] = (
 def toy_inputs(model_dir: str | Path, samples: list[Sample], *, seed: int = 0, frames: int = 4,
                units: tuple[int, int] = (2, 3)) -> list[ModelInput]:
     """Rendered prompts, one random clip per sample (seeded by position)."""
-    renderer = PromptRenderer(str(model_dir))
+    renderer = PromptRenderer(str(model_dir), Prompts.official(False))  # an inference fixture: the evaluation prompts
     return [renderer.render(s, toy_clip(renderer.family, seed + i, frames, units)) for i, s in enumerate(samples)]
 
 
@@ -80,7 +80,7 @@ def build_confident_model(base_dir: str | Path, out_dir: str | Path, *, steps: i
         return out
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    renderer = PromptRenderer(str(base_dir))
+    renderer = PromptRenderer(str(base_dir), Prompts.official(False))
     inputs = toy_inputs(base_dir, toy_samples(num_prompts), seed=10_000 + seed)
     eos = renderer.tokenizer.convert_tokens_to_ids("<|im_end|>")
     model = load_vl_model(base_dir, dtype=torch.float32)
@@ -100,9 +100,9 @@ def build_confident_model(base_dir: str | Path, out_dir: str | Path, *, steps: i
     return save_model_dir(model, renderer.processor, out, "thinkonce_toy.json", meta)
 
 
-TOY_VERSION = 2
-"""Part of the cached toy model's name; raised when what it is trained on changes (2: the prompts
-are rendered with the training system prompt, rl.prompts), so no stale copy is reused."""
+TOY_VERSION = 3
+"""Part of the cached toy model's name; raised when what it is trained on changes (3: the prompts
+are the evaluation variant that infer and eval render, rl.prompts), so no stale copy is reused."""
 
 
 def confident_model(artifacts: str | Path, family: str = "qwen2_5_vl", *, steps: Optional[int] = None) -> Path:
