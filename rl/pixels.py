@@ -26,7 +26,7 @@ def strip_pixels(mi: ModelInput) -> ModelInput:
     """The prompt without its float pixel tensors (restorable from `mi.mm_data`)."""
     if not any(key in mi.hf_inputs for key in PIXEL_KEYS):
         return mi
-    if any(key in mi.hf_inputs for key in PIXEL_KEYS) and not mi.mm_data:
+    if not mi.mm_data:
         raise ValueError(f"sample {mi.sample.id}: pixels cannot be dropped without the frames they came from (mm_data)")
     return dataclasses.replace(mi, hf_inputs={k: v for k, v in mi.hf_inputs.items() if k not in PIXEL_KEYS})
 
