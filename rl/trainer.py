@@ -87,7 +87,6 @@ class Trainer:
         self.run_dir = Path(cfg.trainer.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
-        self.inputs = InputBuilder(str(model_dir), cfg.data)
         self.stream: PromptStream[Sample] = PromptStream(samples, seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
         self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last)
         self.counters: dict[str, float] = {"skipped_samples": 0, "nonfinite_updates": 0, "engine_restarts": 0,
@@ -335,7 +334,8 @@ class Trainer:
             self.counters["skipped_samples"] += 1
             log.warning("skipping %s", exc)
 
-        return RoundBuilder(self.stream, None if pool else self.inputs, pool, skip,
+        builder = None if pool else InputBuilder(str(self.model_dir), data)  # the driver loads a processor only if it builds
+        return RoundBuilder(self.stream, builder, pool, skip,
                             max_skips=len(self.stream.items) * self.cfg.trainer.epochs)
 
     def _on_sigterm(self, signum: int, frame: Optional[object]) -> None:
