@@ -20,8 +20,18 @@ def train(config_path: str, overrides: Sequence[str], resume: str = "auto") -> i
     if isinstance(run, int):
         return run
     _, _, history, wall_s = run
+    _disconnect_ray()
     print(json.dumps(summary(history, wall_s)))
     return 0
+
+
+def _disconnect_ray() -> None:
+    """Leave the Ray cluster, so no worker's late log line lands after the summary (Ray prints worker
+    output on the driver's stdout from a background thread until the driver disconnects)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def demo(overrides: Sequence[str]) -> int:
@@ -32,6 +42,7 @@ def demo(overrides: Sequence[str]) -> int:
         return run
     cfg, samples, history, wall_s = run
     report = demo_report(cfg, samples, history)
+    _disconnect_ray()
     print(format_demo_report(report))
     print(json.dumps({**summary(history, wall_s), "demo": report}))
     return 0

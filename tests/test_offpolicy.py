@@ -45,7 +45,7 @@ def test_overlapped_rounds_and_resume_after_kill_9(tiny_qwen25, tmp_path):
     proc.wait()
     manifest = json.loads((killed / "checkpoints" / "step-000002" / "manifest.json").read_text())
     assert manifest["samples_consumed"] == 4, "the checkpoint holds the trained rounds only, not the one in flight"
-    assert _versions(killed)[3] == 0, "round 3 was launched from version 0 before the kill"
+    assert _versions(killed)[3] == 1, "round 3 was launched from version 1 (round 1 trained) before the kill"
 
     out = _finish(_train(["--resume", "auto", *_overrides(tiny_qwen25, synthetic, killed, 4), *OFF]))
     assert "resumed from" in out
