@@ -11,8 +11,8 @@ from typing import Sequence
 from rl.config import load_config
 
 
-def train(config_path: str, overrides: Sequence[str], resume: str = "auto") -> int:
-    """Run GRPO training; returns the process exit code."""
+def train(config_path: str, overrides: Sequence[str], resume: str = "auto", resume_allow_changes: Sequence[str] = ()) -> int:
+    """Run GRPO training; returns the process exit code. `resume_allow_changes`: see rl.checkpoint.check_resume."""
     from launch.placement import check_resources, init_ray
     from rl.data.loaders import load_from_config
     from rl.runtime import configure_environment, resolve_device
@@ -32,7 +32,7 @@ def train(config_path: str, overrides: Sequence[str], resume: str = "auto") -> i
 
     from rl.trainer import LearnerDied, Trainer
 
-    trainer = Trainer(cfg, model_dir, data.samples)
+    trainer = Trainer(cfg, model_dir, data.samples, resume_allow_changes=resume_allow_changes)
     try:
         history = trainer.run(resume)
     except LearnerDied as exc:
