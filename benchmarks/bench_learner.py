@@ -6,6 +6,16 @@ as `--steps` optimizer steps. After one warm-up round, `--rounds` rounds are tim
 Prints one JSON object.
 
     .venv/bin/python benchmarks/bench_learner.py [--family qwen2_5_vl] [--zero 2] [--ranks 1 2]
+
+`--load-rss` measures instead the host memory each rank takes to start under ZeRO-3 (policy and
+reference loaded, DeepSpeed engines built) for each world size in `--ranks`, on a tiny model scaled
+up to `--hidden` x `--layers` so the model outweighs the process's fixed costs. Ranks are plain
+processes in one gloo world (the learner actor's code path without Ray). Per rank: the peak over
+the start of anonymous memory (RssAnon, sampled every 5 ms: what the rank holds) and of the whole
+RSS (VmRSS, which also counts pages of the mmap'd checkpoint file that the loading rank touches:
+page cache, shared and reclaimable).
+
+    .venv/bin/python benchmarks/bench_learner.py --load-rss [--ranks 1 2] [--hidden 1024] [--layers 8]
 """
 
 from __future__ import annotations
@@ -119,6 +129,87 @@ def run(family: str = "qwen2_5_vl", zero: int = 2, ranks_list: tuple[int, ...] =
     return results
 
 
+def _memory_mb() -> dict[str, float]:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def _load_rank(rank: int, world: int, port: int, model_dir: str, queue) -> None:
+    """One rank: imports first (not the model's cost), then the learner's start, with memory sampled."""
+    import threading
+
+    from learner.worker import Learner, distributed_env
+    from rl.mrope import load_vl_model  # noqa: F401  (import cost outside the measurement)
+
+    os.environ.update(distributed_env(rank, world, "127.0.0.1", port))
+    configure_environment("cpu")
+    import deepspeed  # noqa: F401
+    import transformers  # noqa: F401
+
+    start = _memory_mb()
+    peak = dict(start)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            now = _memory_mb()
+            for key in ("VmRSS", "RssAnon"):
+                peak[key] = max(peak[key], now[key])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cfg = Config.model_validate({
+        "model": {"path": model_dir}, "learner": {"world_size": world, "zero_stage": 3, "gradient_checkpointing": False},
+        "grpo": {"kl_coef": 0.01}, "trainer": {"prompts_per_round": 2, "steps_per_round": 1}, "cluster": {"device": "cpu"},
+    })
+    started = time.perf_counter()
+    learner = Learner(cfg, model_dir)
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    assert learner.ref is not None
+    queue.put({"rank": rank, "start_s": round(seconds, 1),
+               "peak_anon_over_start_mb": round(peak["RssAnon"] - start["RssAnon"], 1),
+               "peak_rss_over_start_mb": round(peak["VmRSS"] - start["VmRSS"], 1)})
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+def load_rss(family: str, ranks_list: tuple[int, ...], hidden: int, layers: int) -> dict:
+    """Peak host memory per rank while the ZeRO-3 learner starts, for each world size."""
+    import multiprocessing as mp
+
+    from learner.sync import free_port
+
+    results: dict = {"benchmark": "ZeRO-3 learner start: peak host memory per rank (CPU, gloo)", "family": family,
+                     "machine": {"cpus": os.cpu_count(), "torch": torch.__version__}, "ranks": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny(family, Path(tmp) / "tiny", hidden=hidden, layers=layers)
+        results["model"] = {"hidden": hidden, "layers": layers,
+                            "fp32_mb": round(sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 2**20, 1),
+                            "copies": "policy + reference"}
+        ctx = mp.get_context("spawn")
+        for world in ranks_list:
+            queue, port = ctx.Queue(), free_port()
+            procs = [ctx.Process(target=_load_rank, args=(r, world, port, str(model_dir), queue)) for r in range(world)]
+            for proc in procs:
+                proc.start()
+            ranks = sorted((queue.get(timeout=1800) for _ in procs), key=lambda r: r["rank"])
+            for proc in procs:
+                proc.join(timeout=120)
+            results["ranks"][str(world)] = ranks
+    if "1" in results["ranks"] and "2" in results["ranks"]:
+        for key in ("peak_anon_over_start_mb", "peak_rss_over_start_mb"):
+            one = results["ranks"]["1"][0][key]
+            results[f"ratio_2_ranks_to_1_{key}"] = round(max(r[key] for r in results["ranks"]["2"]) / one, 3)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
@@ -130,7 +221,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--micro-batch-tokens", type=int, default=4096)
+    parser.add_argument("--load-rss", action="store_true", help="measure peak host memory per rank at the ZeRO-3 start instead")
+    parser.add_argument("--hidden", type=int, default=1024, help="--load-rss: the scaled-up tiny model's hidden size")
+    parser.add_argument("--layers", type=int, default=8, help="--load-rss: its number of layers")
     args = parser.parse_args()
+    if args.load_rss:
+        configure_environment("cpu")
+        print(json.dumps(load_rss(args.family, tuple(args.ranks), args.hidden, args.layers)))
+        return
     print(json.dumps(run(args.family, args.zero, tuple(args.ranks), args.prompts, args.group, args.response_tokens,
                          args.steps, args.rounds, args.micro_batch_tokens)))
 

@@ -25,7 +25,8 @@ def _make_tiny(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from launch.train import train
 
-    return train(args.config, args.overrides, resume=args.resume)
+    allow = [key for key in args.resume_allow_changes.split(",") if key]
+    return train(args.config, args.overrides, resume=args.resume, resume_allow_changes=allow)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run GRPO training (locally, or under `ray job submit`)")
     p.add_argument("--config", default="configs/tiny_cpu.yaml", help="YAML preset in configs/")
     p.add_argument("--resume", default="auto", help="auto (latest complete checkpoint in run_dir), none, or a checkpoint path")
+    p.add_argument("--resume-allow-changes", default="", metavar="KEY[,KEY]",
+                   help="config keys (or 'dataset') a resume may change although they alter the run's math or data order")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.total_rounds=20")
     p.set_defaults(func=_train)
 

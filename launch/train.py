@@ -14,9 +14,10 @@ from rl.config import Config, load_config
 from rl.types import Sample
 
 
-def train(config_path: str, overrides: Sequence[str], resume: str = "auto") -> int:
-    """Run GRPO training; returns the process exit code. The last stdout line is `summary`'s JSON."""
-    run = _run(config_path, overrides, resume)
+def train(config_path: str, overrides: Sequence[str], resume: str = "auto", resume_allow_changes: Sequence[str] = ()) -> int:
+    """Run GRPO training; returns the process exit code. The last stdout line is `summary`'s JSON.
+    `resume_allow_changes`: see rl.checkpoint.check_resume."""
+    run = _run(config_path, overrides, resume, resume_allow_changes)
     if isinstance(run, int):
         return run
     _, _, history, wall_s = run
@@ -51,7 +52,7 @@ def demo(overrides: Sequence[str]) -> int:
 DEMO_CONFIG = "configs/tiny_cpu.yaml"
 
 
-def _run(config_path: str, overrides: Sequence[str], resume: str):
+def _run(config_path: str, overrides: Sequence[str], resume: str, resume_allow_changes: Sequence[str] = ()):
     """Prepare and train; (config, training samples, per-round metrics, wall seconds) or an exit code."""
     from launch.placement import check_resources, init_ray
     from rl.checkpoint import CheckpointManager
@@ -81,7 +82,7 @@ def _run(config_path: str, overrides: Sequence[str], resume: str):
 
     from rl.trainer import LearnerDied, Trainer
 
-    trainer = Trainer(cfg, model_dir, data.samples)
+    trainer = Trainer(cfg, model_dir, data.samples, resume_allow_changes=resume_allow_changes)
     try:
         history = trainer.run(resume)
     except LearnerDied as exc:

@@ -211,8 +211,10 @@ class LearnerGroup:
         """One sync: a control call to every engine and learner rank, then the bucket stream; returns its stats."""
         receivers = rollout.receive_weights()
         senders = [w.broadcast_weights.remote() for w in self.workers]
-        stats = wait_all(senders + receivers, timeout_s=self.cfg.sync.timeout_s + 60)[0]
-        return {k: float(v) for k, v in stats.items()}
+        results = wait_all(senders + receivers, timeout_s=self.cfg.sync.timeout_s + 60)
+        stats = {k: float(v) for k, v in results[0].items()}
+        stats["sync/tensors_loaded"] = float(min(results[len(senders):]))
+        return stats
 
     def save_checkpoint(self, path: str) -> None:
         """DeepSpeed state (model, optimizer, lr scheduler) of all ranks under `path` (a shared filesystem)."""

@@ -18,7 +18,7 @@ section 4). `is_trainable` is the one place that rule lives.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 
@@ -82,3 +82,26 @@ def plan_buckets(metas: Iterable[ParamMeta], bucket_bytes: int) -> list[list[Par
     if current:
         buckets.append(current)
     return buckets
+
+
+def mismatches(
+    metas: Iterable[ParamMeta],
+    known: Mapping[str, tuple[int, ...]],
+    dtype: torch.dtype,
+    rename: Callable[[str], Optional[str]] = lambda name: name,
+) -> list[str]:
+    """Why `metas` (the learner's sync list) do not fit a model whose tensors are `known` (name -> shape).
+
+    `rename` maps a learner name into `known`'s naming (e.g. vLLM's HF-to-vLLM mapper; None: no
+    such tensor); every tensor must be `dtype`, the receiving model's. Empty when everything fits.
+    """
+    out = []
+    for meta in metas:
+        name = rename(meta.name)
+        if name is None or name not in known:
+            out.append(f"{meta.name}: not in the engine's model")
+        elif tuple(known[name]) != meta.shape:
+            out.append(f"{meta.name}: learner {meta.shape}, engine {tuple(known[name])}")
+        if meta.dtype != dtype:
+            out.append(f"{meta.name}: learner {meta.dtype}, engine {dtype}")
+    return out

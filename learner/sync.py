@@ -10,12 +10,19 @@ The shape the field learned it must have (architecture.md):
   control call plus a stream of fixed-size byte buckets with no per-tensor messages.
 - Buckets are raw bytes (`uint8` views of the tensors, concatenated), so any dtype mix travels.
 - Every collective has a deadline: a peer that died makes the sync raise `SyncTimeout` within
-  `sync.timeout_s` instead of hanging the run (a raw NCCL broadcast has no timeout).
+  `sync.timeout_s` instead of hanging the run (a raw NCCL broadcast has no timeout). That includes
+  communicator setup: NCCL builds its communicator in the first collective, a blocking call, so
+  joining ends with a warm-up broadcast run under the deadline.
+- A member that fails a sync (its wire broke, its loader raised, its deadline passed) raises the
+  sync's abandon flag in the group's store; every member polls it while waiting, so all abandon
+  that sync within ~50 ms of the first failure. Without it a healthy receiver learns nothing when
+  the sender stops (gloo reports no error to it) and sits out its whole deadline.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -29,7 +36,44 @@ from learner.params import ParamMeta, plan_buckets
 
 
 class SyncTimeout(RuntimeError):
-    """A weight-sync collective missed its deadline: a peer (engine or learner) is dead or stuck."""
+    """A weight-sync collective missed its deadline or was abandoned: a peer (engine or learner) is dead or stuck."""
+
+
+class AbandonFlag:
+    """Per-sync failure flag in the group's TCPStore (hosted by learner rank 0): set once, seen by all.
+
+    Sender and receivers count syncs the same way (one `next_sync` per send / receive), so the key
+    `abandon/<n>` names the same sync on every member; a new group starts from 0.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, store: dist.Store) -> None:
+        self.store = store
+        self.sync = 0
+        self._polled = 0.0
+
+    def next_sync(self) -> None:
+        self.sync += 1
+
+    def raise_flag(self, reason: str) -> None:
+        """Tell every member this sync is abandoned; the first reason stays (best effort: the store's host may be dead)."""
+        try:
+            self.store.compare_set(f"abandon/{self.sync}", "", reason[:1000])
+        except Exception:
+            pass
+
+    def raised(self) -> Optional[str]:
+        """The reason, once some member abandoned this sync (polled at most every POLL_S)."""
+        now = time.monotonic()
+        if now - self._polled < self.POLL_S:
+            return None
+        self._polled = now
+        key = f"abandon/{self.sync}"
+        try:
+            return self.store.get(key).decode() if self.store.check([key]) else None
+        except Exception as exc:
+            return f"the group's store (on learner rank 0) is unreachable: {exc}"
 
 
 @dataclass(frozen=True)
@@ -51,8 +95,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def join_group(spec: SyncGroupSpec, rank: int) -> dist.ProcessGroup:
-    """Rendezvous through a TCPStore hosted by rank 0; blocks until all members joined or the deadline."""
+def join_group(spec: SyncGroupSpec, rank: int, device: torch.device | str = "cpu") -> tuple[dist.ProcessGroup, AbandonFlag]:
+    """Rendezvous through a TCPStore hosted by rank 0, then one warm-up broadcast; all within `spec.timeout_s`."""
+    deadline = time.monotonic() + spec.timeout_s
+    group, store = _connect(spec, rank)
+    _warm_up(group, torch.device(device), deadline)
+    return group, AbandonFlag(store)
+
+
+def _connect(spec: SyncGroupSpec, rank: int) -> tuple[dist.ProcessGroup, dist.Store]:
     timeout = timedelta(seconds=spec.timeout_s)
     try:
         store = dist.TCPStore(spec.host, spec.port, spec.world_size, is_master=rank == 0, timeout=timeout)
@@ -61,12 +112,39 @@ def join_group(spec: SyncGroupSpec, rank: int) -> dist.ProcessGroup:
                           f"within {spec.timeout_s}s: {exc}") from None
     store = dist.PrefixStore("thinkonce-weight-sync", store)
     if spec.backend == "gloo":
-        return dist.ProcessGroupGloo(store, rank, spec.world_size, timeout)
+        return dist.ProcessGroupGloo(dist.PrefixStore("pg", store), rank, spec.world_size, timeout), store
     if spec.backend == "nccl":
         opts = dist.ProcessGroupNCCL.Options()
         opts._timeout = timeout
-        return dist.ProcessGroupNCCL(store, rank, spec.world_size, opts)
+        return dist.ProcessGroupNCCL(dist.PrefixStore("pg", store), rank, spec.world_size, opts), store
     raise ValueError(f"weight-sync backend must be gloo or nccl, got '{spec.backend}'")
+
+
+def _warm_up(group: dist.ProcessGroup, device: torch.device, deadline: float) -> None:
+    """The group's first collective, under the deadline.
+
+    NCCL creates its communicator inside the first collective, a blocking call that polling cannot
+    interrupt; it runs in a helper thread so a member that never arrives costs the deadline, not
+    the run (the stuck thread is abandoned with the group). Gloo connects in its constructor; the
+    same warm-up then only confirms every member is there.
+    """
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if device.type == "cuda" and device.index is not None:
+                torch.cuda.set_device(device)
+            broadcast(group, torch.zeros(1, device=device), deadline, "communicator setup")
+        except BaseException as exc:  # handed to the joining thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="weight-sync-warm-up", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+    if thread.is_alive():
+        raise SyncTimeout("weight sync: communicator setup missed its deadline; a member is dead or stuck")
+    if errors:
+        raise errors[0]
 
 
 def start_broadcast(group: dist.ProcessGroup, tensor: torch.Tensor, what: str) -> dist.Work:
@@ -79,12 +157,15 @@ def start_broadcast(group: dist.ProcessGroup, tensor: torch.Tensor, what: str) -
         raise SyncTimeout(f"weight sync: {what} failed: {exc}") from None
 
 
-def finish(work: dist.Work, deadline: float, what: str, cuda: bool = False) -> None:
-    """Wait for `work`, raising SyncTimeout if it has not completed by `deadline` (time.monotonic)."""
+def finish(work: dist.Work, deadline: float, what: str, cuda: bool = False, flag: Optional[AbandonFlag] = None) -> None:
+    """Wait for `work`, raising SyncTimeout at `deadline` (time.monotonic) or once `flag` is raised."""
     try:
         while not work.is_completed():
             if time.monotonic() > deadline:
                 raise SyncTimeout(f"weight sync: {what} missed its deadline; a peer has died or is stuck")
+            reason = flag.raised() if flag is not None else None
+            if reason is not None:
+                raise SyncTimeout(f"weight sync: {what} abandoned: {reason}")
             time.sleep(0.0002)
         work.wait()
     except SyncTimeout:
@@ -115,7 +196,7 @@ class WeightSender:
         self.metas = list(metas)
         self.buckets = plan_buckets(self.metas, spec.bucket_bytes)
         self.device = torch.device(device)
-        self.group = join_group(spec, 0)
+        self.group, self.flag = join_group(spec, 0, self.device)
         largest = max(sum(m.nbytes for m in b) for b in self.buckets)
         self._buffers = [torch.empty(largest, dtype=torch.uint8, device=self.device) for _ in range(2)]
 
@@ -125,10 +206,18 @@ class WeightSender:
         `stable`: the tensors stay valid and unchanged until send returns (parameters under ZeRO-0/1/2),
         so back-to-back ones may be sent in place. Under ZeRO-3 a gathered tensor is released as soon
         as the source advances, possibly while its broadcast is in flight: such sources pack.
+        Any failure raises the sync's abandon flag before it propagates, so the receivers stop too.
         """
+        self.flag.next_sync()
+        try:
+            return self._send(iter(tensors), stable)
+        except BaseException as exc:
+            self.flag.raise_flag(f"learner rank 0: {exc}")
+            raise
+
+    def _send(self, source: Iterator[torch.Tensor], stable: bool) -> dict[str, float]:
         deadline = time.monotonic() + self.spec.timeout_s
         start = time.perf_counter()
-        source = iter(tensors)
         sent = in_place = 0
         in_flight: deque[tuple[dist.Work, str]] = deque()
         cuda = self.device.type == "cuda"
@@ -137,7 +226,7 @@ class WeightSender:
             payload = _back_to_back(flats) if stable else None
             if len(in_flight) == 2:  # bucket i-2 used the buffer we may pack into now
                 work, what = in_flight.popleft()
-                finish(work, deadline, what, cuda)
+                finish(work, deadline, what, cuda, self.flag)
             if payload is None:
                 payload = self._buffers[i % 2][: sum(f.numel() for f in flats)]
                 torch.cat(flats, out=payload)
@@ -147,7 +236,7 @@ class WeightSender:
             in_flight.append((start_broadcast(self.group, payload, what), what))
             sent += payload.numel()
         for work, what in in_flight:
-            finish(work, deadline, what, cuda)
+            finish(work, deadline, what, cuda, self.flag)
         return {
             "sync/bytes": float(sent),
             "sync/seconds": time.perf_counter() - start,
@@ -195,7 +284,7 @@ class WeightReceiver:
         self.metas = list(metas)
         self.buckets = plan_buckets(self.metas, spec.bucket_bytes)
         self.device = torch.device(device)
-        self.group = join_group(spec, rank)
+        self.group, self.flag = join_group(spec, rank, self.device)
         self._kept: dict[int, torch.Tensor] = {}
 
     def _buffer(self, i: int) -> torch.Tensor:
@@ -207,6 +296,22 @@ class WeightReceiver:
         return buffer
 
     def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """One sync's tensors in `metas` order; raises SyncTimeout (and raises the abandon flag) on failure.
+
+        A consumer that fails while loading must call `abandon` itself: the generator cannot see it.
+        """
+        self.flag.next_sync()
+        try:
+            yield from self._receive()
+        except SyncTimeout as exc:
+            self.flag.raise_flag(str(exc))
+            raise
+
+    def abandon(self, reason: str) -> None:
+        """Abandon the current sync on every member (e.g. this engine's loader rejected a tensor)."""
+        self.flag.raise_flag(reason)
+
+    def _receive(self) -> Iterator[tuple[str, torch.Tensor]]:
         deadline = time.monotonic() + self.spec.timeout_s
         cuda = self.device.type == "cuda"
         whats = [f"bucket {i + 1}/{len(self.buckets)}" for i in range(len(self.buckets))]
@@ -217,7 +322,7 @@ class WeightReceiver:
 
         work, buffer = post(0)
         for i, bucket in enumerate(self.buckets):
-            finish(work, deadline, whats[i], cuda)
+            finish(work, deadline, whats[i], cuda, self.flag)
             current = buffer
             if i + 1 < len(self.buckets):
                 work, buffer = post(i + 1)

@@ -163,7 +163,7 @@ class Learner:
         decay, no_decay = [], []
         for name, param in model.named_parameters():
             if param.requires_grad:
-                (decay if decays(name, tuple(param.shape)) else no_decay).append(param)
+                (decay if decays(name, tuple(getattr(param, "ds_shape", param.shape))) else no_decay).append(param)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": lcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=lcfg.lr,
@@ -185,14 +185,29 @@ class Learner:
 
     # ---- construction -------------------------------------------------------------------------
 
-    def _load(self) -> torch.nn.Module:
-        """The HF model, whole on this rank until DeepSpeed partitions it.
+    def _load(self, stage: Optional[int] = None) -> torch.nn.Module:
+        """The HF model for a DeepSpeed engine of ZeRO stage `stage` (default: the policy's).
 
-        Loading straight into ZeRO-3 partitions (transformers' HfDeepSpeedConfig / zero.Init) needs
-        `accelerate`, which the stack does not install; so each rank briefly holds a full copy in
-        host memory (7B in bf16: 15 GB per rank).
+        Under ZeRO-3 it is built and loaded straight into this rank's partitions: transformers'
+        DeepSpeed integration (HfDeepSpeedConfig, which needs `accelerate`) builds the model inside
+        `deepspeed.zero.Init` and loads each checkpoint tensor into the partitions, so a rank holds
+        1/W of the model plus the tensors being loaded instead of a whole copy (7B in bf16: 15 GB
+        per rank per model). Otherwise every rank loads the whole model (ZeRO-1/2 keep whole
+        parameters anyway).
         """
-        model = load_vl_model(self.model_dir, dtype=self.dtype, attn_implementation=self.cfg.model.attn_implementation)
+        ds_config = deepspeed_config(self.cfg.learner, self.device_kind, stage=stage)
+        kwargs = dict(dtype=self.dtype, attn_implementation=self.cfg.model.attn_implementation)
+        if ds_config["zero_optimization"]["stage"] != 3:
+            model = load_vl_model(self.model_dir, **kwargs)
+        else:
+            from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+            partitioned = HfDeepSpeedConfig(ds_config)  # zero.Init is on while this object lives
+            try:
+                model = load_vl_model(self.model_dir, **kwargs)
+            finally:
+                del partitioned
+                unset_hf_deepspeed_config()
         model.config.use_cache = False
         install_vision_lockstep(model)  # ranks with different modalities stay in step (learner.lockstep)
         return model
@@ -201,8 +216,9 @@ class Learner:
         """A frozen copy of the initial policy: an optimizer-less DeepSpeed engine (partitioned under ZeRO-3)."""
         import deepspeed
 
-        ds_config = deepspeed_config(self.cfg.learner, self.device_kind, stage=3 if self.zero3 else 0)
-        model = self._load()
+        stage = 3 if self.zero3 else 0
+        ds_config = deepspeed_config(self.cfg.learner, self.device_kind, stage=stage)
+        model = self._load(stage)
         for param in model.parameters():
             param.requires_grad_(False)
         engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config)
@@ -518,13 +534,23 @@ class Learner:
             self.sender = WeightSender(spec, self.named_trainable_parameters_meta(), self.device)
 
     def broadcast_weights(self) -> dict[str, float]:
-        """Stream the trainable weights to the engines; every rank walks the buckets (ZeRO-3 gathers are collective)."""
+        """Stream the trainable weights to the engines; every rank walks the buckets (ZeRO-3 gathers are collective).
+
+        Every rank walks every gather even when the sync fails: rank 0's sender abandons the wire
+        (raising the group's abandon flag, so the engines stop too) and rank 0 then keeps gathering
+        with its peers, which never learn of the failure. The learner world stays in step at every
+        ZeRO stage and the failure surfaces as rank 0's error, within the sync deadline.
+        """
         tensors = (t for bucket in self.iter_trainable_buckets(self.sync_spec.bucket_bytes) for _, t in bucket)
-        if self.rank == 0:
+        try:
+            if self.rank != 0:
+                return {}
+            if self.sender is None:
+                raise RuntimeError("weight sync: learner rank 0 is in no sync group (a failed connect); connect again")
             return self.sender.send(tensors, stable=not self.zero3)
-        for _ in tensors:
-            pass
-        return {}
+        finally:
+            for _ in tensors:
+                pass
 
     def full_state_dict(self, bucket_bytes: int = 256 << 20) -> dict[str, torch.Tensor]:
         """All parameters (frozen too) and persistent buffers, whole, on CPU, on rank 0 ({} elsewhere); collective."""

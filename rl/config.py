@@ -293,3 +293,45 @@ def _describe(exc: ValidationError) -> str:
 def to_yaml(cfg: Config) -> str:
     """The fully resolved config, as written into run directories and checkpoints."""
     return OmegaConf.to_yaml(OmegaConf.create(cfg.model_dump(mode="json")))
+
+
+RESUME_NEUTRAL_KEYS: tuple[str, ...] = (
+    # where things live (the dataset's content is checked by its fingerprint, rl.checkpoint)
+    "data.train", "data.media_root", "data.synthetic_dir", "data.video_cache_size",
+    "trainer.run_dir", "trainer.save_every", "trainer.keep_last",
+    # how long the run goes: the data order of epoch e depends on (trainer.seed, e) only
+    "trainer.total_rounds", "trainer.epochs",
+    # the cluster's shape: per-prompt sampling seeds do not depend on which engine or rank runs it
+    "rollout.num_engines", "rollout.tensor_parallel_size", "rollout.gpu_memory_utilization",
+    "rollout.cpu_kvcache_gib", "rollout.enable_prefix_caching", "rollout.max_restarts",
+    "reward.num_workers", "learner.world_size", "learner.zero_stage", "learner.gradient_checkpointing",
+    "learner.micro_batch_tokens", "cluster.ray_address",
+    # transport, evaluation and reporting
+    "sync.", "infer.", "logging.",
+)
+"""Keys a resumed run may change freely (a trailing dot: the whole section). Every other key alters
+the run's math or its data order, and resuming with it changed is refused unless the user names it
+(`--resume-allow-changes`). Listing the harmless keys, not the harmful ones, keeps a key added later
+guarded until someone decides it is harmless."""
+
+
+def flat_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dump as {dotted key: value}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_changes(saved: dict[str, Any], running: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, running value) for every key outside RESUME_NEUTRAL_KEYS that differs.
+
+    Both are `Config.model_dump(mode="json")` trees. A key only one side has (the code gained or
+    lost it between the runs) is not a change of the user's.
+    """
+    old, new = flat_keys(saved), flat_keys(running)
+    neutral = lambda key: any(key == n or (n.endswith(".") and key.startswith(n)) for n in RESUME_NEUTRAL_KEYS)  # noqa: E731
+    return [(key, old[key], new[key]) for key in sorted(old.keys() & new.keys()) if old[key] != new[key] and not neutral(key)]

@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -36,7 +37,8 @@ from learner.group import LearnerGroup
 from reward.pool import RewardPool
 from launch.placement import required
 from rl.builders import BuilderPool, RoundBuilder
-from rl.checkpoint import CheckpointManager, Manifest, capture_rng, restore_rng
+from rl.checkpoint import (CheckpointManager, Manifest, capture_rng, check_resume, dataset_fingerprint, restore_rng,
+                           write_dataset_ids)
 from rl.config import Config, to_yaml
 from rl.grpo import group_advantages
 from rl.inputs import InputBuilder
@@ -81,12 +83,13 @@ class LearnerDied(RuntimeError):
 class Trainer:
     """Owns the actor groups of one run and drives the rounds."""
 
-    def __init__(self, cfg: Config, model_dir: Path, samples: list[Sample]) -> None:
+    def __init__(self, cfg: Config, model_dir: Path, samples: list[Sample], resume_allow_changes: Sequence[str] = ()) -> None:
+        """`resume_allow_changes`: config keys (and `dataset`) a resume may change; see rl.checkpoint.check_resume."""
         self.cfg = cfg
         self.model_dir = model_dir
+        self.resume_allow_changes = tuple(resume_allow_changes)
         self.run_dir = Path(cfg.trainer.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         self.stream: PromptStream[Sample] = PromptStream(samples, seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
         self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last)
         self.counters: dict[str, float] = {"skipped_samples": 0, "nonfinite_updates": 0, "engine_restarts": 0,
@@ -274,18 +277,31 @@ class Trainer:
     def save(self, step: int) -> Path:
         """An atomic checkpoint: learner state + HF policy export + the manifest."""
         manifest = Manifest(step=step, samples_consumed=self._trained_position,
-                            config=self.cfg.model_dump(mode="json"), rng=capture_rng(), counters=dict(self.counters))
+                            config=self.cfg.model_dump(mode="json"), rng=capture_rng(), counters=dict(self.counters),
+                            dataset=dataset_fingerprint(self._sample_ids(), self.stream.seed, self.stream.shuffle))
         return self.ckpt.save(manifest, self._write_state)
 
     def _write_state(self, tmp: Path) -> None:
         self.learner.save_checkpoint(str(tmp / "learner"))
         self.learner.export_hf(str(tmp / "policy"))
+        write_dataset_ids(tmp, self._sample_ids())
+
+    def _sample_ids(self) -> list[str]:
+        return [sample.id for sample in self.stream.items]
 
     def _resume(self, resume: str) -> int:
+        """Restore the checkpoint `resume` names, refusing one this config or dataset would silently change.
+
+        `config.yaml` in the run directory is the config the run goes on with; one that differs is
+        kept under a new name, never overwritten (each checkpoint's manifest holds its own copy).
+        """
         path = self.ckpt.resolve(resume)
         if path is None:
+            self._write_config("a new run")
             return 0
         manifest = self.ckpt.read_manifest(path)
+        check_resume(path, manifest, self.cfg, self._sample_ids(), self.resume_allow_changes)
+        self._write_config(f"resuming {path.name}")
         self.learner.load_checkpoint(str(path / "learner"))
         self.stream.samples_consumed = self.rounds.position = self._trained_position = manifest.samples_consumed
         self.version = manifest.step
@@ -295,6 +311,15 @@ class Trainer:
         log.info("resumed from %s: round %d, %d samples consumed", path, manifest.step, manifest.samples_consumed)
         return manifest.step
 
+    def _write_config(self, why: str) -> None:
+        path = self.run_dir / "config.yaml"
+        text = to_yaml(self.cfg)
+        if path.is_file() and path.read_text() != text:
+            kept = path.with_name(f"config.{time.strftime('%Y%m%d-%H%M%S')}.yaml")
+            os.replace(path, kept)
+            log.warning("%s with a different config: the previous config.yaml is kept as %s", why, kept.name)
+        path.write_text(text)
+
     def _sync(self) -> dict[str, float]:
         """Push the learner's weights to the engines; an engine that died meanwhile is replaced and the sync retried once."""
         for attempt in (1, 2):
@@ -303,7 +328,7 @@ class Trainer:
             except Exception as exc:
                 if not self.learner.alive():
                     raise LearnerDied(f"weight sync: a learner rank died: {exc}") from None
-                healed = self.rollout.heal() if attempt == 1 else 0
+                healed = self.rollout.heal(timeout_s=self.cfg.sync.timeout_s + 30) if attempt == 1 else 0
                 if not healed:
                     raise
                 log.warning("weight sync failed (%s); %d engine(s) replaced, sync group re-formed, retrying", exc, healed)

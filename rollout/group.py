@@ -51,6 +51,7 @@ class RolloutGroup:
         self.max_restarts = max_restarts
         self.num_cpus_per_engine = num_cpus_per_engine
         self._weights: Optional[ray.ObjectRef] = None
+        self._receiving: list[ray.ObjectRef] = []
         self.weights_dir: Optional[Callable[[], str]] = None
         self._restarts = [0] * num_engines
         self._tokens = [0] * num_engines
@@ -148,11 +149,25 @@ class RolloutGroup:
         self._weights = ref
 
     def heal(self, timeout_s: float = 30.0) -> int:
-        """Replace every engine that no longer answers (e.g. one that died during a weight sync); returns how many."""
+        """Replace every engine that died or stopped answering (e.g. during a weight sync); returns how many.
+
+        An engine inside a receive cannot answer until the receive ends; it ends within the sync
+        deadline (loaded, or abandoned with every other member of the group), so the receives of the
+        last sync are waited for first, up to `timeout_s` (pass the sync deadline plus a margin):
+        a healthy engine is never killed for being busy. Then every engine must answer a ping.
+        """
+        deadline = time.monotonic() + timeout_s
+        receiving, self._receiving = self._receiving, []
+        if receiving:
+            ray.wait(receiving, num_returns=len(receiving), timeout=timeout_s)
+        pings = [actor.ready.remote() for actor in self.actors]
+        answered, _ = ray.wait(pings, num_returns=len(pings), timeout=max(10.0, deadline - time.monotonic()))
         healed = 0
-        for slot, actor in enumerate(self.actors):
+        for slot, ping in enumerate(pings):
             try:
-                ray.get(actor.ready.remote(), timeout=timeout_s)
+                if ping not in answered:
+                    raise ray.exceptions.GetTimeoutError(f"engine {slot} did not answer")
+                ray.get(ping)
             except (RayActorError, ray.exceptions.GetTimeoutError):
                 self._restart(slot)
                 healed += 1
@@ -170,7 +185,8 @@ class RolloutGroup:
     def receive_weights(self) -> list[Any]:
         """The engines' half of one sync (the learner's rank 0 sends); returns the calls to wait on."""
         self._weights = None
-        return [actor.receive_weights.remote() for actor in self.actors]
+        self._receiving = [actor.receive_weights.remote() for actor in self.actors]
+        return list(self._receiving)
 
     def set_model_dir(self, model_dir: str) -> None:
         """Engines built from now on (restarts) start from this directory, e.g. a new HF export."""

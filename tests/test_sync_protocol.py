@@ -119,3 +119,61 @@ def test_tensors_stay_valid_when_the_loader_keeps_them_all():
     proc.join(timeout=30)
     for (name, data), want in zip(got, _tensors(5)):
         assert data == _bytes(want), name
+
+
+BIG = [ParamMeta(f"p{i}", (256, 1024), torch.float32) for i in range(24)]
+
+
+def _timed_receiver(spec: SyncGroupSpec, rank: int, queue, fail_after: int) -> None:
+    """Takes one sync; with `fail_after` >= 0 its loader fails after that many tensors (and abandons)."""
+    recv = WeightReceiver(spec, rank, BIG)
+    queue.put(("joined", rank))
+    start = time.monotonic()
+    try:
+        for i, _ in enumerate(recv.receive()):
+            if i == fail_after:
+                recv.abandon(f"rank {rank}: loader rejected tensor {i}")
+                raise ValueError("loader failed")
+        queue.put((rank, "ok", time.monotonic() - start))
+    except Exception as exc:
+        queue.put((rank, str(exc), time.monotonic() - start))
+    time.sleep(30)  # an engine process outlives its failed sync: its connections stay open
+
+
+def _group_of_three(spec: SyncGroupSpec, fail_after: tuple[int, int]):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_timed_receiver, args=(spec, r, queue, f)) for r, f in zip((1, 2), fail_after)]
+    for p in procs:
+        p.start()
+    sender = WeightSender(spec, BIG)
+    assert sorted(queue.get(timeout=60) for _ in procs) == [("joined", 1), ("joined", 2)]
+    return sender, queue, procs
+
+
+def test_a_killed_receiver_makes_every_member_abandon_long_before_the_deadline():
+    """Gloo tells only the sender that a receiver died; the abandon flag tells the other receiver."""
+
+    spec = _spec(3, 1 << 20, timeout=60.0)
+    sender, queue, procs = _group_of_three(spec, (-1, -1))
+    procs[1].kill()  # rank 2 dies before the stream starts; rank 1 is healthy and waiting in the receive
+    start = time.monotonic()
+    with pytest.raises(SyncTimeout, match="bucket"):
+        sender.send([torch.randn(m.shape) for m in BIG])
+    rank, message, seconds = queue.get(timeout=60)
+    assert rank == 1 and "abandoned" in message and "learner rank 0" in message
+    assert seconds < 10 and time.monotonic() - start < 10, "both stopped within seconds, not at the 60 s deadline"
+    procs[0].kill()
+
+
+def test_a_receiver_whose_loader_fails_stops_the_sender_and_the_other_receiver():
+    spec = _spec(3, 1 << 20, timeout=60.0)
+    sender, queue, procs = _group_of_three(spec, (-1, 3))
+    start = time.monotonic()
+    with pytest.raises(SyncTimeout, match="loader rejected tensor 3"):
+        sender.send([torch.randn(m.shape) for m in BIG])
+    assert time.monotonic() - start < 10
+    results = {rank: message for rank, message, _ in (queue.get(timeout=60) for _ in procs)}
+    assert results[2] == "loader failed" and "loader rejected tensor 3" in results[1]
+    for p in procs:
+        p.kill()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 import ray
 
 from learner.group import LearnerGroup
+from learner.params import ParamMeta
+from learner.sync import SyncGroupSpec, free_port
 from rl.config import load_config
 from rl.data.synthetic import generate_synthetic
 from rl.inputs import InputBuilder
@@ -71,6 +74,19 @@ def test_engine_logprobs_equal_learner_after_sync(world, tmp_path):
         fresh.shutdown()
     assert [g.token_ids for g in reference] == [g.token_ids for g in after]
     assert _max_gap([g.logprobs for g in after], [g.logprobs for g in reference]) < 1e-5
+
+
+def test_connect_rejects_a_parameter_list_that_does_not_fit_the_engine(world):
+    cfg, inputs, rollout, learner = world
+    metas = learner.named_trainable_parameters_meta()
+    first = metas[0]
+    bad = [dataclasses.replace(first, shape=(*first.shape[:-1], first.shape[-1] + 1)), *metas[1:],
+           ParamMeta("model.language_model.layers.9.mlp.up_proj.weight", (4, 4), first.dtype)]
+    spec = SyncGroupSpec(host="127.0.0.1", port=free_port(), world_size=2, backend="gloo", timeout_s=10.0, bucket_bytes=1 << 20)
+    with pytest.raises(ray.exceptions.RayTaskError, match=rf"2 mismatches\); first: {first.name}: .*layers\.9\.mlp\.up_proj"):
+        ray.get(rollout.init_weight_sync(spec, bad))
+    # The engine refused before leaving its group: the next sync works and reports every tensor loaded.
+    assert learner.sync_weights(rollout)["sync/tensors_loaded"] == len(metas)
 
 
 def test_sync_to_a_dead_engine_fails_within_the_deadline(world):
