@@ -94,8 +94,9 @@ class Trainer:
         self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last)
         self.counters: dict[str, float] = {"skipped_samples": 0, "nonfinite_updates": 0, "engine_restarts": 0,
                                            "reward_timeouts": 0, "builder_restarts": 0}
-        self.rollout = RolloutGroup.from_config(cfg, str(model_dir))
+        self.rollout = RolloutGroup.from_config(cfg, str(model_dir), wait=False)  # engines load while the learner ranks do
         self.learner = LearnerGroup.from_config(cfg, str(model_dir))
+        self.rollout.wait_ready()
         self.learner.connect(self.rollout)
         # Last: a reward worker must be up within reward start_timeout_s of its start, which engines
         # and learner ranks loading at the same time can delay past it on a small, busy box.

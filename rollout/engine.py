@@ -76,6 +76,8 @@ class EngineSpec:
     dtype: str = "float32"
     tensor_parallel_size: int = 1
     enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    """vLLM's enforce_eager (rollout.enforce_eager)."""
     cpu_kvcache_gib: int = 1
     gpu_memory_utilization: float = 0.85
     max_model_len: Optional[int] = None
@@ -101,6 +103,7 @@ class EngineSpec:
             dtype=cfg.model.dtype,
             tensor_parallel_size=cfg.rollout.tensor_parallel_size,
             enable_prefix_caching=cfg.rollout.enable_prefix_caching,
+            enforce_eager=cfg.rollout.enforce_eager,
             cpu_kvcache_gib=cfg.rollout.cpu_kvcache_gib,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
             max_model_len=cfg.data.max_prompt_length + max_new,
@@ -194,6 +197,7 @@ class VLLMEngine:
             dtype=spec.dtype,
             tensor_parallel_size=spec.tensor_parallel_size,
             enable_prefix_caching=spec.enable_prefix_caching,
+            enforce_eager=spec.enforce_eager,
             max_model_len=spec.max_model_len,
             seed=spec.seed,
             # The model dir's generation_config (e.g. repetition_penalty 1.05) must not leak into

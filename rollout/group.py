@@ -43,7 +43,9 @@ class RolloutGroup:
     """`num_engines` engine actors; `generate` has the engine's signature plus default sampling."""
 
     def __init__(self, spec: EngineSpec, num_engines: int = 1, *, max_restarts: int = 3, num_cpus_per_engine: float = 1.0,
-                 sampling: SamplingSettings = SamplingSettings()) -> None:
+                 sampling: SamplingSettings = SamplingSettings(), wait: bool = True) -> None:
+        """`wait`: block until every engine is up; False returns at once (call `wait_ready` before
+        using the group), so a caller can start the learner ranks while the engines load."""
         if num_engines < 1:
             raise ValueError(f"num_engines must be >= 1, got {num_engines}")
         self.spec = spec
@@ -58,13 +60,19 @@ class RolloutGroup:
         self._seconds = [0.0] * num_engines
         self._wall_s = 0.0
         self.actors = [self._spawn() for _ in range(num_engines)]
-        ray.get([a.ready.remote() for a in self.actors])
+        self._starting = [a.ready.remote() for a in self.actors]
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until every engine started by the constructor is up (an engine that failed to start raises)."""
+        ray.get(self._starting)
 
     @classmethod
-    def from_config(cls, cfg: Config, model_dir: Optional[str] = None) -> "RolloutGroup":
+    def from_config(cls, cfg: Config, model_dir: Optional[str] = None, wait: bool = True) -> "RolloutGroup":
         """The group `rollout.*` describes; `model_dir` overrides `model.path` (e.g. a resolved tiny model)."""
         return cls(EngineSpec.from_config(cfg, model_dir), cfg.rollout.num_engines, max_restarts=cfg.rollout.max_restarts,
-                   sampling=SamplingSettings.from_config(cfg.rollout))
+                   sampling=SamplingSettings.from_config(cfg.rollout), wait=wait)
 
     @property
     def restarts(self) -> int:

@@ -86,7 +86,7 @@ def test_default_tau_by_family():
 
 @pytest.fixture(scope="module")
 def engine(toy_dir):
-    return VLLMEngine(EngineSpec(model_dir=str(toy_dir), max_model_len=2048))
+    return VLLMEngine(EngineSpec(model_dir=str(toy_dir), max_model_len=2048, enforce_eager=True))
 
 
 @pytest.fixture(scope="module")

@@ -145,7 +145,7 @@ def test_readers_of_every_benchmark_format(tmp_path, videos):
 def engine(toy_dir):
     from rollout.engine import EngineSpec, VLLMEngine
 
-    return VLLMEngine(EngineSpec(model_dir=str(toy_dir), max_model_len=2048))
+    return VLLMEngine(EngineSpec(model_dir=str(toy_dir), max_model_len=2048, enforce_eager=True))
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def toy_vllm(toy_dir):
-    return VLLMEngine(EngineSpec(model_dir=str(toy_dir), max_model_len=2048))
+    return VLLMEngine(EngineSpec(model_dir=str(toy_dir), max_model_len=2048, enforce_eager=True))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def toy_hf(toy_dir):
 
 @pytest.fixture(scope="module")
 def qwen3_vllm(tiny_qwen3):
-    return VLLMEngine(EngineSpec(model_dir=str(tiny_qwen3), max_model_len=2048))
+    return VLLMEngine(EngineSpec(model_dir=str(tiny_qwen3), max_model_len=2048, enforce_eager=True))
 
 
 @pytest.fixture(scope="module")

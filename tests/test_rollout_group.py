@@ -26,7 +26,7 @@ def test_balance_gives_the_costliest_first_to_the_least_loaded():
 @pytest.fixture(scope="module")
 def group(tiny_qwen25):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    g = RolloutGroup(EngineSpec(model_dir=str(tiny_qwen25), max_model_len=2048), num_engines=2, max_restarts=2)
+    g = RolloutGroup(EngineSpec(model_dir=str(tiny_qwen25), max_model_len=2048, enforce_eager=True), num_engines=2, max_restarts=2)
     yield g
     g.shutdown()
     ray.shutdown()

@@ -15,6 +15,7 @@ import ray
 
 from rl.config import load_config
 from rl.data.synthetic import generate_synthetic
+from rl.inputs import InputBuilder
 from rollout.sampling import SamplingSettings
 
 pytestmark = pytest.mark.slow
@@ -75,7 +76,8 @@ def test_engine_killed_mid_sync_run_completes_with_the_restart_counted(tiny_qwen
         assert [e["restarts"] for e in trainer.rollout.stats()["engines"]] == [1] + [0] * (engines - 1)
 
         # Every engine (the replacement, and the one whose reload was interrupted) holds the learner's weights.
-        prompts = [trainer.inputs.build(s) for s in samples[:2]]
+        builder = InputBuilder(str(tiny_qwen25), cfg.data)
+        prompts = [builder.build(s) for s in samples[:2]]
         greedy = SamplingSettings(n=1, temperature=0.0, max_new_tokens=8)
         for slot in range(engines):
             gens = [g[0] for g in ray.get(trainer.rollout.actors[slot].generate.remote(prompts, greedy))]
