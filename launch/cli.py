@@ -121,11 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: reported in one line (imported late: heavy modules)."""
     from launch.eval import EvalError
+    from rl.checkpoint import ResumeRefused
     from rl.data.benchmarks import BenchmarkError
     from rl.data.loaders import DataError
     from rl.inputs import SampleError
 
-    return (ConfigError, DataError, BenchmarkError, EvalError, SampleError, FileNotFoundError)
+    return (ConfigError, DataError, BenchmarkError, EvalError, SampleError, ResumeRefused, FileNotFoundError)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

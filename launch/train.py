@@ -55,7 +55,7 @@ DEMO_CONFIG = "configs/tiny_cpu.yaml"
 def _run(config_path: str, overrides: Sequence[str], resume: str, resume_allow_changes: Sequence[str] = ()):
     """Prepare and train; (config, training samples, per-round metrics, wall seconds) or an exit code."""
     from launch.placement import check_resources, init_ray
-    from rl.checkpoint import CheckpointManager
+    from rl.checkpoint import CheckpointManager, check_resume
     from rl.data.loaders import DataError, load_from_config
     from rl.metrics import set_aside_earlier_run
     from rl.runtime import configure_environment, resolve_device
@@ -72,7 +72,12 @@ def _run(config_path: str, overrides: Sequence[str], resume: str, resume_allow_c
         logging.getLogger("thinkonce").warning("data: %s", data.report.summary())
     if not data.samples:
         raise DataError(f"no usable training samples in {cfg.data.train} ({data.report.summary()})")
-    fresh = resume == "none" or (resume == "auto" and CheckpointManager(cfg.trainer.run_dir).latest() is None)
+    checkpoints = CheckpointManager(cfg.trainer.run_dir)
+    resume_from = checkpoints.resolve(resume)
+    if resume_from is not None:  # refuse a silently changed run before any actor starts (Trainer checks again)
+        check_resume(resume_from, checkpoints.read_manifest(resume_from), cfg, [s.id for s in data.samples],
+                     resume_allow_changes)
+    fresh = resume == "none" or (resume == "auto" and resume_from is None)
     if fresh:
         moved = set_aside_earlier_run(cfg.trainer.run_dir)
         if moved is not None:
