@@ -130,10 +130,15 @@ class Learner:
         self.device_kind = resolve_device(cfg.cluster.device)
         configure_environment(self.device_kind)
         import deepspeed
+        import deepspeed.ops
 
         self.cfg = cfg
         self.model_dir = str(model_dir or cfg.model.path)
         self.temperature = cfg.rollout.temperature
+        # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op (C++, tens of seconds on
+        # the first start of each environment) that only its inference all-reduce uses; training never
+        # calls it, so mark it unavailable and DeepSpeed keeps torch.distributed for everything.
+        deepspeed.ops.__compatible_ops__ = {}
         if not dist.is_initialized():
             deepspeed.init_distributed(dist_backend="nccl" if self.device_kind == "cuda" else "gloo", auto_mpi_discovery=False, verbose=False)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()

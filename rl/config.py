@@ -302,12 +302,14 @@ def to_yaml(cfg: Config) -> str:
 RESUME_NEUTRAL_KEYS: tuple[str, ...] = (
     # where things live (the dataset's content is checked by its fingerprint, rl.checkpoint)
     "data.train", "data.media_root", "data.synthetic_dir", "data.video_cache_size",
+    # who builds the prompts and how far ahead: the stream's order is kept exactly (rl.builders)
+    "data.num_builders", "data.builder_cpus", "data.prefetch_rounds",
     "trainer.run_dir", "trainer.save_every", "trainer.keep_last",
     # how long the run goes: the data order of epoch e depends on (trainer.seed, e) only
     "trainer.total_rounds", "trainer.epochs",
     # the cluster's shape: per-prompt sampling seeds do not depend on which engine or rank runs it
     "rollout.num_engines", "rollout.tensor_parallel_size", "rollout.gpu_memory_utilization",
-    "rollout.cpu_kvcache_gib", "rollout.enable_prefix_caching", "rollout.max_restarts",
+    "rollout.cpu_kvcache_gib", "rollout.enable_prefix_caching", "rollout.enforce_eager", "rollout.max_restarts",
     "reward.num_workers", "learner.world_size", "learner.zero_stage", "learner.gradient_checkpointing",
     "learner.micro_batch_tokens", "cluster.ray_address",
     # transport, evaluation and reporting

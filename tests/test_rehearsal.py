@@ -74,6 +74,7 @@ def test_rehearsal_two_rounds_on_two_ray_nodes(tiny_qwen25, tmp_path):
 
 
 def test_rehearsal_qwen3_vl(tiny_qwen3, tmp_path):
-    """Qwen3-VL's differences (per-video metadata, deepstack, patch 16) through the same structure."""
-    _rehearse(tiny_qwen3, tmp_path / "run", "trainer.total_rounds=1")
+    """Qwen3-VL's differences (per-video metadata, deepstack, patch 16) through the same structure (one
+    engine: two are the two-node test's)."""
+    _rehearse(tiny_qwen3, tmp_path / "run", "trainer.total_rounds=1", "rollout.num_engines=1")
     _check_round_metrics(tmp_path / "run", 1)

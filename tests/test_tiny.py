@@ -100,7 +100,8 @@ def test_vllm_cpu_loads_and_matches_hf_prompt(tiny):
     family, path = tiny
     renderer = PromptRenderer(str(path))
     mi = renderer.render(_sample(), _clip(family))
-    llm = LLM(model=str(path), dtype="float32", max_model_len=2048, limit_mm_per_prompt={"video": 1, "image": 1}, seed=0)
+    llm = LLM(model=str(path), dtype="float32", max_model_len=2048, limit_mm_per_prompt={"video": 1, "image": 1}, seed=0,
+              enforce_eager=True)
     try:
         prompt = {"prompt_token_ids": mi.engine_prompt_ids, "multi_modal_data": mi.mm_data, "mm_processor_kwargs": mi.mm_kwargs}
         out = llm.generate([prompt], SamplingParams(max_tokens=4, temperature=0.0, logprobs=0), use_tqdm=False)[0]

@@ -1,4 +1,5 @@
-"""The training job end to end on the real stack: resume equivalence after kill -9, engine death, ray job submit."""
+"""The training job end to end on the real stack: resume equivalence after kill -9, SIGTERM, engine death,
+ray job submit and a resume at an epoch boundary."""
 
 from __future__ import annotations
 
@@ -94,18 +95,6 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_qwen25, tmp_path):
     assert manifest["step"] == done and manifest["samples_consumed"] == 2 * done
 
 
-def test_resume_exactly_at_epoch_boundary_trains_the_next_epoch(tiny_qwen25, tmp_path):
-    synthetic, run = tmp_path / "synthetic", tmp_path / "run"
-    args = _overrides(tiny_qwen25, synthetic, run, 4)
-    args = [a for a in args if not a.startswith("data.synthetic_num_samples")] + ["data.synthetic_num_samples=4"]
-    _finish(_train(["--resume", "none", *[a.replace("total_rounds=4", "total_rounds=2") for a in args]]))
-    _finish(_train(["--resume", "auto", *args]))
-    rounds = _samples(run)
-    assert len(rounds) == 4
-    first_epoch, second_epoch = rounds[0] + rounds[1], rounds[2] + rounds[3]
-    assert sorted(first_epoch) == sorted(second_epoch) and len(set(first_epoch)) == 4
-
-
 def test_dead_engine_is_replaced_and_dead_learner_ends_with_resume_hint(tiny_qwen25, tmp_path):
     import ray
 
@@ -136,21 +125,37 @@ def test_dead_engine_is_replaced_and_dead_learner_ends_with_resume_hint(tiny_qwe
         ray.shutdown()
 
 
-def test_ray_job_submit_against_a_real_local_head(tiny_qwen25, tmp_path):
+def test_ray_job_submit_then_resume_exactly_at_the_epoch_boundary(tiny_qwen25, tmp_path):
+    """A cluster user's flow on a real local head: `ray job submit` trains one epoch (4 samples, 2
+    rounds) and checkpoints; a second submit with `--resume auto` and more rounds trains the next
+    epoch: every sample once more, none twice, no round repeated."""
     ray_bin = str(BIN / "ray")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", "--port=6390", "--num-cpus=6",
                     "--dashboard-host=127.0.0.1", "--dashboard-port=8275", "--include-dashboard=true"],
                     check=True, env=env, capture_output=True, timeout=120)
-    try:
-        args = _overrides(tiny_qwen25, tmp_path / "syn", tmp_path / "run", 2)
+    run = tmp_path / "run"
+    args = [a for a in _overrides(tiny_qwen25, tmp_path / "syn", run, 4) if not a.startswith("data.synthetic_num_samples")]
+    args.append("data.synthetic_num_samples=4")
+
+    def submit(resume: str, rounds: int) -> str:
         job = subprocess.run(
             [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(REPO), "--",
-             "thinkonce", "train", "--config", "configs/tiny_cpu.yaml", "--resume", "none", *args],
+             "thinkonce", "train", "--config", "configs/tiny_cpu.yaml", "--resume", resume,
+             *[a.replace("total_rounds=4", f"total_rounds={rounds}") for a in args]],
             env=env, capture_output=True, text=True, timeout=900)
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
         assert "succeeded" in job.stdout.lower()
-        assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]
+        return job.stdout + job.stderr
+
+    try:
+        submit("none", 2)
+        assert [m["step"] for m in read_metrics(run)] == [1, 2]
+        assert "resumed from" in submit("auto", 4)
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    assert [m["step"] for m in read_metrics(run)] == [1, 2, 3, 4]
+    rounds = _samples(run)
+    first_epoch, second_epoch = rounds[0] + rounds[1], rounds[2] + rounds[3]
+    assert sorted(first_epoch) == sorted(second_epoch) and len(set(first_epoch)) == 4
