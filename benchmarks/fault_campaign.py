@@ -17,8 +17,9 @@ real code path runs; nothing is mocked):
 - engine_frozen_during_sync     round 1's weight sync: engine 0 frozen and left frozen; the sync
                                 deadline (`--sync-timeout`) passes and heal replaces it.
 - reward_worker_killed_mid_batch round 2's reward batch: a reward worker frozen, SIGKILLed 1 s later.
-- driver_kill9_mid_checkpoint   `thinkonce train` is SIGKILLed (whole process group) while a
-                                checkpoint is being written (.tmp-step-* exists), then resumed.
+- driver_kill9_mid_checkpoint   `thinkonce train` is SIGKILLed (whole process group) while its
+                                second checkpoint is being written (.tmp-step-000002 exists), then
+                                resumed from the first.
 - sigterm_then_resume           SIGTERM after round 1; the run checkpoints and exits; then resumed.
 - corrupt_and_missing_video     one sample's video is overwritten with garbage, another's deleted.
 - math_answers_stall_checker    round 2: 5 of the model's answers are replaced by an expression
@@ -193,8 +194,8 @@ def by_cli(fault: str, args: argparse.Namespace, model_dir: Path, work: Path) ->
     proc = launch("none")
     deadline = time.monotonic() + 1800
     if fault == "driver_kill9_mid_checkpoint":
-        ckpts = run_dir / "checkpoints"
-        while not (ckpts.is_dir() and any(ckpts.glob(".tmp-step-*"))):
+        ckpts = run_dir / "checkpoints"  # the second checkpoint's write: the first is complete, so the resume uses it
+        while not (ckpts.is_dir() and any(ckpts.glob(".tmp-step-000002"))):
             if proc.poll() is not None or time.monotonic() > deadline:
                 return {"completed": "n", "restarts": 0, "samples_lost": -1, "wall_s": 0, "detail": "no checkpoint seen"}
             time.sleep(0.02)
