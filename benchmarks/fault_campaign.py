@@ -124,7 +124,10 @@ def in_process(fault: str, args: argparse.Namespace, model_dir: Path, work: Path
     from rl.trainer import Trainer
 
     data_dir, run_dir = work / "data", work / "run"
-    cfg = load_config(REPO / "configs/tiny_cpu.yaml", overrides(args, model_dir, data_dir, run_dir))
+    argv = overrides(args, model_dir, data_dir, run_dir)
+    if fault == "corrupt_and_missing_video":  # a plain JSONL dataset: `synthetic` would regenerate what we break
+        argv.append(f"data.train={data_dir / 'samples.jsonl'}")
+    cfg = load_config(REPO / "configs/tiny_cpu.yaml", argv)
     generate_synthetic(data_dir, cfg.data.synthetic_num_samples, seed=cfg.data.seed)
     bad: set[str] = set()
     if fault == "corrupt_and_missing_video":
@@ -147,13 +150,20 @@ def in_process(fault: str, args: argparse.Namespace, model_dir: Path, work: Path
         elif fault == "reward_worker_killed_mid_batch":
             trainer.rewards.wait_ready()
             _wrap_once(trainer.rewards, "score_batch", 2, lambda: _freeze_then_kill(trainer.rewards.worker_pids[0], 1.0))
-        elif fault == "math_answers_stall_checker":
-            def stall(items):
+        elif fault == "math_answers_stall_checker":  # 5 stalling answers from round 2 on (a round scores 4)
+            left = {"stalls": 5}
+            original = trainer.rewards.score_batch
+
+            def score_batch(items):
                 items = list(items)
-                for i in range(5):
-                    items[i] = (f"\\boxed{{{STALL}}}<think>Checking the frames.</think>\\boxed{{{STALL}}}", "2", "math")
-                return (items,)
-            _wrap_once(trainer.rewards, "score_batch", 2, lambda: None, stall)
+                if calls.append(1) or len(calls) >= 2:
+                    for i in range(min(left["stalls"], len(items))):
+                        items[i] = (f"\\boxed{{{STALL}}}<think>Checking the frames.</think>\\boxed{{{STALL}}}", "2", "math")
+                    left["stalls"] -= min(left["stalls"], len(items))
+                return original(items)
+
+            calls: list[int] = []
+            trainer.rewards.score_batch = score_batch
         start = time.monotonic()
         history = trainer.run("none")
         wall = time.monotonic() - start
