@@ -38,7 +38,9 @@ def _in_one_buffer(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 def _receiver(spec: SyncGroupSpec, rank: int, queue, rounds: int) -> None:
     recv = WeightReceiver(spec, rank, METAS)
     for _ in range(rounds):
-        queue.put([(name, t.clone()) for name, t in recv.receive()])
+        # Plain bytes: a tensor put on the queue would travel as a shared fd that the parent can only
+        # open while this process is alive (it may already have exited when the parent reads).
+        queue.put([(name, str(t.dtype), _bytes(t)) for name, t in recv.receive()])
 
 
 def _spec(world: int, bucket_bytes: int, timeout: float = 30.0) -> SyncGroupSpec:
@@ -66,9 +68,9 @@ def test_buckets_arrive_intact_at_every_receiver(bucket_bytes, layout):
         assert stats["sync/buckets_in_place"] == expected_in_place
         for _ in procs:
             got = queue.get(timeout=30)
-            assert [n for n, _ in got] == [m.name for m in METAS]
-            for (name, tensor), want in zip(got, _tensors(seed)):
-                assert tensor.dtype == want.dtype and torch.equal(tensor, want), name
+            assert [n for n, _, _ in got] == [m.name for m in METAS]
+            for (name, dtype, data), want in zip(got, _tensors(seed)):
+                assert dtype == str(want.dtype) and data == _bytes(want), name
     for p in procs:
         p.join(timeout=30)
 
