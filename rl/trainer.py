@@ -94,28 +94,23 @@ class Trainer:
         self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last)
         self.counters: dict[str, float] = {"skipped_samples": 0, "nonfinite_updates": 0, "engine_restarts": 0,
                                            "reward_timeouts": 0, "builder_restarts": 0}
-        started = [time.perf_counter()]
-
-        def took() -> float:
-            started.append(time.perf_counter())
-            return started[-1] - started[-2]
-
-        self.rollout = RolloutGroup.from_config(cfg, str(model_dir), wait=False)  # engines load while the learner ranks do
-        self.learner = LearnerGroup.from_config(cfg, str(model_dir))
-        learner_s = took()
-        self.rollout.wait_ready()
-        engines_s = took()
-        self.learner.connect(self.rollout)
-        connect_s = took()
-        # Last: a reward worker must be up within reward start_timeout_s of its start, which engines
-        # and learner ranks loading at the same time can delay past it on a small, busy box.
-        self.rewards = RewardPool.from_config(cfg.reward)
+        startup = PhaseTimer()
+        with startup.phase("learner ranks"):
+            self.rollout = RolloutGroup.from_config(cfg, str(model_dir), wait=False)  # engines load while the learner ranks do
+            self.learner = LearnerGroup.from_config(cfg, str(model_dir))
+        with startup.phase("engines still loading after that"):
+            self.rollout.wait_ready()
+        with startup.phase("weight-sync group"):
+            self.learner.connect(self.rollout)
+        with startup.phase("reward pool and builders"):
+            # Last: a reward worker must be up within reward start_timeout_s of its start, which engines
+            # and learner ranks loading at the same time can delay past it on a small, busy box.
+            self.rewards = RewardPool.from_config(cfg.reward)
+            self.rounds = self._round_builder()
+        log.info("actors up in %.1f s: %s", sum(startup.seconds.values()),
+                 ", ".join(f"{name} {s:.1f}" for name, s in startup.seconds.items()))
         self.rollout.weights_dir = self._current_policy_dir
         self.sampling = SamplingSettings.from_config(cfg.rollout)
-        self.rounds = self._round_builder()
-        pools_s = took()
-        log.info("actors up in %.1f s: learner ranks %.1f, engines %.1f more, weight-sync group %.1f, reward pool and "
-                 "builders %.1f", started[-1] - started[0], learner_s, engines_s, connect_s, pools_s)
         self._restarts_seen = 0
         self._stop_requested = False
         self.version = 0
