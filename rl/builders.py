@@ -56,15 +56,23 @@ class BuilderWorker:
 class BuilderPool:
     """`num_workers` builder actors; `submit` spreads samples round-robin, `get` resolves with restarts."""
 
-    def __init__(self, model_dir: str, data: DataConfig, num_workers: int, num_cpus: float = 1.0, max_restarts: int = 3) -> None:
-        import ray
-
+    def __init__(self, model_dir: str, data: DataConfig, num_workers: int, num_cpus: float = 1.0, max_restarts: int = 3,
+                 wait: bool = True) -> None:
+        """`wait`: block until every worker is up; False returns at once (builds queue until then, and
+        `wait_ready` blocks), so the workers can load while the engines and learner ranks do."""
         if num_workers < 1:
             raise ValueError(f"a builder pool needs at least one worker, got {num_workers}")
         self.model_dir, self.data, self.num_cpus, self.max_restarts = model_dir, data, num_cpus, max_restarts
         self.restarts = 0
         self._next = 0
         self.workers = [self._spawn() for _ in range(num_workers)]
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until every worker is up (one that failed to start raises)."""
+        import ray
+
         ray.get([w.ready.remote() for w in self.workers])
 
     def _spawn(self) -> Any:
@@ -131,6 +139,11 @@ class RoundBuilder:
         self.position = stream.samples_consumed
         """Stream position after the last round handed out: what a checkpoint records."""
         self._pending: deque[PendingRound] = deque()
+
+    def wait_ready(self) -> None:
+        """Block until the builder pool (if any) is up."""
+        if self.pool is not None:
+            self.pool.wait_ready()
 
     def prefetch(self, k: int, depth: int) -> None:
         """Start building the next rounds until `depth` are in flight (no-op without a pool)."""

@@ -96,17 +96,17 @@ class Trainer:
                                            "reward_timeouts": 0, "builder_restarts": 0}
         startup = PhaseTimer()
         with startup.phase("learner ranks"):
-            self.rollout = RolloutGroup.from_config(cfg, str(model_dir), wait=False)  # engines load while the learner ranks do
+            # Every group starts at once and loads while the learner ranks do; only these block.
+            self.rollout = RolloutGroup.from_config(cfg, str(model_dir), wait=False)
+            self.rewards = RewardPool.from_config(cfg.reward)  # workers come up in the background
+            self.rounds = self._round_builder()
             self.learner = LearnerGroup.from_config(cfg, str(model_dir))
         with startup.phase("engines still loading after that"):
             self.rollout.wait_ready()
+        with startup.phase("builders"):
+            self.rounds.wait_ready()
         with startup.phase("weight-sync group"):
             self.learner.connect(self.rollout)
-        with startup.phase("reward pool and builders"):
-            # Last: a reward worker must be up within reward start_timeout_s of its start, which engines
-            # and learner ranks loading at the same time can delay past it on a small, busy box.
-            self.rewards = RewardPool.from_config(cfg.reward)
-            self.rounds = self._round_builder()
         log.info("actors up in %.1f s: %s", sum(startup.seconds.values()),
                  ", ".join(f"{name} {s:.1f}" for name, s in startup.seconds.items()))
         self.rollout.weights_dir = self._current_policy_dir
@@ -360,7 +360,7 @@ class Trainer:
         if count is None:  # the CPUs the other actors leave (counted, not read: some may still be starting)
             free = ray.cluster_resources().get("CPU", 0.0) - required(self.cfg, resolve_device(self.cfg.cluster.device))["CPU"]
             count = max(0, int(free // data.builder_cpus))
-        pool = BuilderPool(str(self.model_dir), data, count, data.builder_cpus) if count > 0 else None
+        pool = BuilderPool(str(self.model_dir), data, count, data.builder_cpus, wait=False) if count > 0 else None
         log.info("prompts are built by %s", f"{count} builder actor(s), {data.prefetch_rounds} round(s) ahead" if pool else "the driver")
 
         def skip(exc: Exception) -> None:

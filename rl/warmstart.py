@@ -3,7 +3,11 @@
 A random model almost never writes `\\boxed{a1}<think>...</think>\\boxed{a2}`, so GRPO on it would
 see only zero rewards. The warm start teaches the output format with a short supervised run whose
 target answers are drawn at random from each task's answer space (a letter, a count, an interval):
-the model learns the grammar, not the tasks, so accuracy it gains later comes from RL. The paper
+the model learns the grammar, not the tasks, so accuracy it gains later comes from RL. Where a1 is
+an option letter, its target is the uniform distribution over the options (the cross-entropy to it),
+not the drawn letter: sampled letters would leave the policy preferring whichever letters came last,
+per video, and GRPO then mostly sharpens those; uniform a1 leaves every option equally likely, the
+most exploration RL can start from. a2 copies a1 (teacher-forced), as a reviewed answer may. The paper
 uses no warm start (its base model follows the system prompt); this exists for the tiny models only.
 
 `resolve_model_path("tiny:qwen2_5_vl", ...)` builds and caches such a model under `artifacts/`.
@@ -14,17 +18,20 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
 from rl.config import DataConfig, ModelConfig
 from rl.mrope import load_vl_model
+from rl.data.records import LETTERS
 from rl.types import ModelInput, Sample
 
 ARTIFACTS = Path("artifacts")
-THOUGHTS = ("I see the video.", "Let me look at the frames again.", "The object is clear in the frames.")
+THOUGHT = "Let me look at the frames again."
+"""The one review text the warm start writes: a sample's only choices are then its answers, so GRPO's
+gradient carries the answer signal, not the noise of picking among filler sentences."""
 
 
 def random_answer(sample: Sample, rng: np.random.Generator) -> str:
@@ -45,7 +52,7 @@ def random_answer(sample: Sample, rng: np.random.Generator) -> str:
 def format_target(sample: Sample, rng: np.random.Generator) -> str:
     """`\\boxed{x}<think>...</think>\\boxed{x}` with a random well-formed x."""
     answer = random_answer(sample, rng)
-    return f"\\boxed{{{answer}}}<think>{THOUGHTS[int(rng.integers(len(THOUGHTS)))]}</think>\\boxed{{{answer}}}"
+    return f"\\boxed{{{answer}}}<think>{THOUGHT}</think>\\boxed{{{answer}}}"
 
 
 def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: DataConfig, steps: int,
@@ -72,7 +79,7 @@ def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: 
     for _ in range(steps):
         mi = inputs[int(rng.integers(len(inputs)))]
         target = builder.tokenizer(format_target(mi.sample, rng), add_special_tokens=False)["input_ids"] + [eos]
-        loss = response_loss(model, mi, target)
+        loss = response_loss(model, mi, target, spread=letter_slot(builder.tokenizer, mi.sample, target))
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -80,16 +87,38 @@ def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: 
     return save_model_dir(model, builder.renderer.processor, out_dir, "thinkonce_tiny.json", meta)
 
 
-def response_loss(model: torch.nn.Module, mi: ModelInput, target: list[int]) -> torch.Tensor:
-    """Teacher-forced cross-entropy of `target` after the prompt (prompt tokens carry no loss)."""
+def letter_slot(tokenizer: Any, sample: Sample, target: list[int]) -> Optional[tuple[int, list[int]]]:
+    """(index in `target` of a1's option letter, the token ids of every option letter), or None when
+    a1 is not an option letter (counts, intervals) or the letters are not single tokens here."""
+    if not sample.options or sample.problem_type not in ("exact_match", "gqa"):
+        return None
+    prefix = tokenizer("\\boxed{", add_special_tokens=False)["input_ids"]
+    letters = [tokenizer(letter, add_special_tokens=False)["input_ids"] for letter in LETTERS[: len(sample.options)]]
+    if target[: len(prefix)] != prefix or any(len(ids) != 1 for ids in letters):
+        return None
+    return len(prefix), [ids[0] for ids in letters]
+
+
+def response_loss(model: torch.nn.Module, mi: ModelInput, target: list[int],
+                  spread: Optional[tuple[int, list[int]]] = None) -> torch.Tensor:
+    """Teacher-forced cross-entropy of `target` after the prompt (prompt tokens carry no loss), the
+    mean over target tokens. `spread` = (i, ids): at target position i the target is the uniform
+    distribution over `ids`, i.e. the loss there is -mean_j log p(ids_j)."""
     ids = torch.tensor([mi.prompt_ids + target])
-    labels = ids.clone()
-    labels[0, : len(mi.prompt_ids)] = -100
     extra = dict(mi.hf_inputs)
     if "mm_token_type_ids" in extra:
         types = extra["mm_token_type_ids"]
         extra["mm_token_type_ids"] = torch.cat([types, torch.zeros((1, len(target)), dtype=types.dtype)], dim=1)
-    return model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, **extra).loss
+    if spread is None:
+        labels = ids.clone()
+        labels[0, : len(mi.prompt_ids)] = -100
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, **extra).loss
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits[0]
+    logp = logits[len(mi.prompt_ids) - 1 : -1].float().log_softmax(-1)  # position t predicts target[t]
+    nll = -logp.gather(1, torch.tensor(target)[:, None])[:, 0]
+    slot, candidates = spread
+    nll = torch.cat([nll[:slot], -logp[slot, candidates].mean()[None], nll[slot + 1 :]])
+    return nll.mean()
 
 
 def save_model_dir(model: torch.nn.Module, processor: Any, out_dir: Path, marker: str, meta: dict[str, Any]) -> Path:
@@ -105,10 +134,10 @@ def save_model_dir(model: torch.nn.Module, processor: Any, out_dir: Path, marker
     return out_dir
 
 
-WARM_START_VERSION = 3
+WARM_START_VERSION = 4
 """Part of the cached warm-started model's name; raised whenever what the warm start trains on changes
 (2: Qwen2.5-VL positions after a video follow the reference rule, rl.mrope; 3: the official training
-prompts, rl.prompts), so no stale copy is reused."""
+prompts, rl.prompts; 4: a1's option letter learns the uniform distribution, one review text), so no stale copy is reused."""
 
 
 def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> Path:

@@ -54,6 +54,8 @@ def _samples(run_dir: Path) -> list[list[str]]:
 
 
 def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
+    """kill -9 mid-run, resume: the same samples in the same order and losses within 1e-4 of a straight
+    run. Then the resume guard on the CLI: a changed math key is refused, and allowed when named."""
     synthetic = tmp_path / "synthetic"
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _finish(_train(["--resume", "none", *_overrides(tiny_qwen25, synthetic, straight, 4)]))
@@ -76,6 +78,26 @@ def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
     for ma, mb in zip(a, b):
         assert abs(ma["train/loss"] - mb["train/loss"]) < 1e-4, (ma["step"], ma["train/loss"], mb["train/loss"])
         assert ma["reward/total"] == pytest.approx(mb["reward/total"], abs=1e-9)
+
+    # Resuming that run with a changed math key is refused by name before any actor starts; named in
+    # --resume-allow-changes, it proceeds (config.yaml keeps the old config under a new name).
+    saved_config = (killed / "config.yaml").read_text()
+    more = [*_overrides(tiny_qwen25, synthetic, killed, 5), "grpo.kl_coef=0.05"]
+    refused = _train(["--resume", "auto", *more])
+    out, _ = refused.communicate(timeout=300)
+    assert refused.returncode == 2 and "grpo.kl_coef: 0.01 in the checkpoint, 0.05 now" in out, out[-3000:]
+    assert "Traceback" not in out and "Started a local Ray instance" not in out, "refused before any actor starts"
+    assert len(read_metrics(killed)) == 4, "nothing was trained"
+    assert (killed / "config.yaml").read_text() == saved_config, "a refused resume does not overwrite config.yaml"
+
+    out = _finish(_train(["--resume", "auto", "--resume-allow-changes", "grpo.kl_coef", *more]))
+    assert "resumed from" in out
+    assert [m["step"] for m in read_metrics(killed)] == [1, 2, 3, 4, 5]
+    assert "kl_coef: 0.05" in (killed / "config.yaml").read_text()
+    kept = list(killed.glob("config.*.yaml"))
+    assert len(kept) == 1 and kept[0].read_text() == saved_config, "the previous config is kept under a new name"
+    manifest = json.loads((killed / "checkpoints" / "step-000005" / "manifest.json").read_text())
+    assert manifest["dataset"]["samples"] == 8 and manifest["config"]["grpo"]["kl_coef"] == 0.05
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_qwen25, tmp_path):
