@@ -6,7 +6,8 @@ no clip cache hit; the OS page cache holds the bytes either way, as it would for
 Each clip is one video prompt at the training budget (2 fps, 4..256 frames, 4096 video tokens,
 tiny Qwen2.5-VL processor: the real processor's patching and token counts).
 
-Prints JSON: seconds per prompt serially (one InputBuilder in this process, as the driver did) and
+Prints JSON: seconds per prompt serially (one InputBuilder in this process, as the driver did, with
+torch's threads: every core unless `--serial-threads`) and
 through the pool; the speedup; the data seconds left on a round's critical path when the round is
 prefetched while a learner phase of `--learner-s` seconds runs (default: as long as the pool's
 build, i.e. the learner phase just hides it); MB of one video prompt as pickled to a learner, as
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--learner-s", type=float, default=None, help="simulated learner phase (default: the pool's build time)")
+    parser.add_argument("--serial-threads", type=int, default=None,
+                        help="torch threads of the serial build (default: torch's, i.e. every core, as the driver had)")
     args = parser.parse_args()
 
     import ray
@@ -95,6 +98,11 @@ def main() -> None:
                               answer="A", media_kind="video", media_path=str(path)))
     data = DataConfig(video_cache_size=0)  # the paper's training budget
 
+    import torch
+
+    if args.serial_threads is not None:
+        torch.set_num_threads(args.serial_threads)
+    serial_threads = torch.get_num_threads()
     builder = InputBuilder(str(model_dir), data)
     started = time.perf_counter()
     serial = [builder.build(s) for s in samples]
@@ -127,7 +135,7 @@ def main() -> None:
         "clips": args.clips, "video": f"{args.seconds:g}s {args.width}x{args.height} {args.fps}fps", "builders": args.builders,
         "frames_per_prompt": int(serial[0].mm_data["video"][0].shape[0]), "prompt_tokens": len(serial[0].prompt_ids),
         "generate_video_s": round(generate_s, 1),
-        "serial_s_per_prompt": round(serial_s / args.clips, 3), "pool_s_per_prompt": round(pool_s / args.clips, 3),
+        "serial_torch_threads": serial_threads, "serial_s_per_prompt": round(serial_s / args.clips, 3), "pool_s_per_prompt": round(pool_s / args.clips, 3),
         "speedup": round(serial_s / pool_s, 2),
         "prefetched_round": {"learner_phase_s": round(learner_s, 2), "data_s_on_critical_path": round(critical_s, 3)},
         "mb_per_video_prompt_to_learner": {
