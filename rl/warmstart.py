@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from rl.config import DataConfig, ModelConfig
-from rl.mrope import load_vl_model
 from rl.data.records import LETTERS
+from rl.mrope import load_vl_model
 from rl.types import ModelInput, Sample
 
 ARTIFACTS = Path("artifacts")
