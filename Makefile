@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
+# The install skips pip's byte-compilation of the whole stack (scripts/install.sh): Python writes
+# the bytecode of what the product imports on first use, so it must be allowed to.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test install bench
 demo: install
