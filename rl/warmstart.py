@@ -99,21 +99,26 @@ def letter_slot(tokenizer: Any, sample: Sample, target: list[int]) -> Optional[t
     return len(prefix), [ids[0] for ids in letters]
 
 
+def forward_after_prompt(model: torch.nn.Module, mi: ModelInput, continuation: list[int], **kwargs: Any) -> Any:
+    """The HF model's output on `mi`'s prompt followed by `continuation` (text tokens): the processor's
+    per-token modality ids (Qwen3-VL's `mm_token_type_ids`) are extended with text ids to match."""
+    ids = torch.tensor([mi.prompt_ids + continuation])
+    extra = dict(mi.hf_inputs)
+    if "mm_token_type_ids" in extra:
+        types = extra["mm_token_type_ids"]
+        extra["mm_token_type_ids"] = torch.cat([types, torch.zeros((1, len(continuation)), dtype=types.dtype)], dim=1)
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **kwargs)
+
+
 def response_loss(model: torch.nn.Module, mi: ModelInput, target: list[int],
                   spread: Optional[tuple[int, list[int]]] = None) -> torch.Tensor:
     """Teacher-forced cross-entropy of `target` after the prompt (prompt tokens carry no loss), the
     mean over target tokens. `spread` = (i, ids): at target position i the target is the uniform
     distribution over `ids`, i.e. the loss there is -mean_j log p(ids_j)."""
-    ids = torch.tensor([mi.prompt_ids + target])
-    extra = dict(mi.hf_inputs)
-    if "mm_token_type_ids" in extra:
-        types = extra["mm_token_type_ids"]
-        extra["mm_token_type_ids"] = torch.cat([types, torch.zeros((1, len(target)), dtype=types.dtype)], dim=1)
     if spread is None:
-        labels = ids.clone()
-        labels[0, : len(mi.prompt_ids)] = -100
-        return model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, **extra).loss
-    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits[0]
+        labels = torch.tensor([[-100] * len(mi.prompt_ids) + target])
+        return forward_after_prompt(model, mi, target, labels=labels).loss
+    logits = forward_after_prompt(model, mi, target).logits[0]
     logp = logits[len(mi.prompt_ids) - 1 : -1].float().log_softmax(-1)  # position t predicts target[t]
     nll = -logp.gather(1, torch.tensor(target)[:, None])[:, 0]
     slot, candidates = spread

@@ -22,18 +22,13 @@ from rl.grpo import group_advantages, policy_loss
 from rl.inputs import InputBuilder
 from rl.mrope import load_vl_model
 from rl.types import ModelInput
-from rl.warmstart import warm_start
+from rl.warmstart import forward_after_prompt, warm_start
 
 G = 16
 
 
 def _letter_logits(model: torch.nn.Module, mi: ModelInput, prefix: list[int], letters: torch.Tensor) -> torch.Tensor:
-    ids = torch.tensor([mi.prompt_ids + prefix])
-    extra = dict(mi.hf_inputs)
-    if "mm_token_type_ids" in extra:
-        types = extra["mm_token_type_ids"]
-        extra["mm_token_type_ids"] = torch.cat([types, torch.zeros((1, len(prefix)), dtype=types.dtype)], dim=1)
-    return model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits[0, -1, letters]
+    return forward_after_prompt(model, mi, prefix).logits[0, -1, letters]
 
 
 @pytest.mark.parametrize("seed", [0])  # seeds 1 and 2: docs/demo.md

@@ -10,7 +10,7 @@ from rl.config import DataConfig
 from rl.data.synthetic import generate_synthetic
 from rl.inputs import InputBuilder
 from rl.mrope import load_vl_model
-from rl.warmstart import format_target, letter_slot, response_loss
+from rl.warmstart import format_target, forward_after_prompt, letter_slot, response_loss
 
 
 def test_a1_letter_target_is_uniform_over_the_options(tiny_qwen25, tmp_path):
@@ -35,12 +35,7 @@ def test_a1_letter_target_is_uniform_over_the_options(tiny_qwen25, tmp_path):
     with torch.no_grad():
         plain = response_loss(model, mi, target)
         spread = response_loss(model, mi, target, spread=(slot, letters))
-        ids = torch.tensor([mi.prompt_ids + target])
-        extra = dict(mi.hf_inputs)
-        if "mm_token_type_ids" in extra:
-            types = extra["mm_token_type_ids"]
-            extra["mm_token_type_ids"] = torch.cat([types, torch.zeros((1, len(target)), dtype=types.dtype)], dim=1)
-        logp = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits[0].log_softmax(-1)
+        logp = forward_after_prompt(model, mi, target).logits[0].log_softmax(-1)
     at_slot = logp[len(mi.prompt_ids) - 1 + slot]
     # The same mean over the target, except the slot's term: -log p(drawn letter) -> -mean log p(each letter).
     expected = plain + (at_slot[target[slot]] - at_slot[letters].mean()) / len(target)
