@@ -58,6 +58,18 @@ class ModelInput:
     mm_data: dict[str, Any] = field(default_factory=dict)
     hf_inputs: dict[str, Any] = field(default_factory=dict)
 
+    def hf_inputs_with_text(self, extra_tokens: int) -> dict[str, Any]:
+        """`hf_inputs` for the prompt followed by `extra_tokens` text tokens (a response): the
+        per-token modality ids (`mm_token_type_ids`) are extended with text (0), so Qwen's 3-D
+        positions continue the prompt's last one."""
+        import torch
+
+        out = dict(self.hf_inputs)
+        types = out.get("mm_token_type_ids")
+        if types is not None:
+            out["mm_token_type_ids"] = torch.cat([types, torch.zeros((types.shape[0], extra_tokens), dtype=types.dtype)], dim=1)
+        return out
+
 
 @dataclass
 class Generation:

@@ -100,14 +100,9 @@ def letter_slot(tokenizer: Any, sample: Sample, target: list[int]) -> Optional[t
 
 
 def forward_after_prompt(model: torch.nn.Module, mi: ModelInput, continuation: list[int], **kwargs: Any) -> Any:
-    """The HF model's output on `mi`'s prompt followed by `continuation` (text tokens): the processor's
-    per-token modality ids (Qwen3-VL's `mm_token_type_ids`) are extended with text ids to match."""
+    """The HF model's output on `mi`'s prompt followed by `continuation` (text tokens)."""
     ids = torch.tensor([mi.prompt_ids + continuation])
-    extra = dict(mi.hf_inputs)
-    if "mm_token_type_ids" in extra:
-        types = extra["mm_token_type_ids"]
-        extra["mm_token_type_ids"] = torch.cat([types, torch.zeros((1, len(continuation)), dtype=types.dtype)], dim=1)
-    return model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **kwargs)
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), **mi.hf_inputs_with_text(len(continuation)), **kwargs)
 
 
 def response_loss(model: torch.nn.Module, mi: ModelInput, target: list[int],

@@ -115,9 +115,7 @@ class HFEngine:
         after the prompt's last one, which is all the mrope position ids need.
         """
         out: dict[str, Any] = {}
-        for key, value in mi.hf_inputs.items():
-            if key == "mm_token_type_ids":
-                value = torch.cat([value, torch.zeros((value.shape[0], extra_tokens), dtype=value.dtype)], dim=1)
+        for key, value in mi.hf_inputs_with_text(extra_tokens).items():
             if isinstance(value, torch.Tensor):
                 value = value.to(self.device, dtype=self.dtype if value.is_floating_point() else value.dtype)
             out[key] = value

@@ -2,7 +2,8 @@
 
 The model is warm-started on the format first (rl.warmstart: a1's letter toward uniform, no answer
 taught; a random model's vision path does not learn in this budget without it). The policy here
-is a1's option letter: the softmax over the option letters' logits after the prompt and `\\boxed{`. Each step samples G = 16 letters per prompt from the current policy, rewards the
+is a1's option letter: the softmax over the option letters' logits after the prompt and
+`\\boxed{`. Each step samples G = 16 letters per prompt from the current policy, rewards the
 right one (1) and not the others (0), and takes one step on rl.grpo's loss with rl.grpo's group
 advantages, the vision tower trainable as in configs/tiny_cpu.yaml. Held-out accuracy must rise
 well above chance (1/4). The whole pipeline (engines, reward pool, DeepSpeed) learning the same task
