@@ -6,9 +6,10 @@ no clip cache hit; the OS page cache holds the bytes either way, as it would for
 Each clip is one video prompt at the training budget (2 fps, 4..256 frames, 4096 video tokens,
 tiny Qwen2.5-VL processor: the real processor's patching and token counts).
 
-Prints JSON: seconds per prompt serially (one InputBuilder in this process, as the driver did, with
-torch's threads: every core unless `--serial-threads`) and
-through the pool; the speedup; the data seconds left on a round's critical path when the round is
+Prints JSON: seconds per prompt serially in this process (one InputBuilder, as the driver did, with
+torch's threads: every core unless `--serial-threads`), twice: as the driver built before the
+builders (`data.frame_resize=float`, qwen-vl-utils' resize) and with the same code the builders run
+(the default uint8 resize); seconds per prompt through the pool; both speedups; the data seconds left on a round's critical path when the round is
 prefetched while a learner phase of `--learner-s` seconds runs (default: as long as the pool's
 build, i.e. the learner phase just hides it); MB of one video prompt as pickled to a learner, as
 before (float32 pixels) and now (the uint8 frames; the learner rebuilds the pixels, rl.pixels).
@@ -72,6 +73,7 @@ def main() -> None:
                         help="torch threads of the serial build (default: torch's, i.e. every core, as the driver had)")
     args = parser.parse_args()
 
+    import numpy as np
     import ray
 
     from learner.group import for_learner
@@ -103,10 +105,16 @@ def main() -> None:
     if args.serial_threads is not None:
         torch.set_num_threads(args.serial_threads)
     serial_threads = torch.get_num_threads()
-    builder = InputBuilder(str(model_dir), data)
-    started = time.perf_counter()
-    serial = [builder.build(s) for s in samples]
-    serial_s = time.perf_counter() - started
+
+    def build_serially(cfg: DataConfig) -> tuple[list, float]:
+        builder = InputBuilder(str(model_dir), cfg)
+        started = time.perf_counter()
+        built = [builder.build(s) for s in samples]
+        return built, time.perf_counter() - started
+
+    serial_before, serial_before_s = build_serially(data.model_copy(update={"frame_resize": "float"}))
+    serial, serial_s = build_serially(data)
+    assert [b.prompt_ids for b in serial_before] == [s.prompt_ids for s in serial], "the resize changes pixels, not tokens"
 
     ray.init(num_cpus=max(args.builders, 2), include_dashboard=False, log_to_driver=False)
     try:
@@ -130,17 +138,22 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    before = dataclasses.replace(serial[0], mm_data={})  # what a learner got before: float pixels, no frames
+    before = dataclasses.replace(serial_before[0], mm_data={})  # what a learner got before: float pixels, no frames
+    frame_diff = np.abs(serial_before[0].mm_data["video"][0].astype(np.int16) - serial[0].mm_data["video"][0].astype(np.int16))
     print(json.dumps({
         "clips": args.clips, "video": f"{args.seconds:g}s {args.width}x{args.height} {args.fps}fps", "builders": args.builders,
         "frames_per_prompt": int(serial[0].mm_data["video"][0].shape[0]), "prompt_tokens": len(serial[0].prompt_ids),
         "generate_video_s": round(generate_s, 1),
-        "serial_torch_threads": serial_threads, "serial_s_per_prompt": round(serial_s / args.clips, 3), "pool_s_per_prompt": round(pool_s / args.clips, 3),
-        "speedup": round(serial_s / pool_s, 2),
+        "serial_torch_threads": serial_threads,
+        "serial_before_s_per_prompt": round(serial_before_s / args.clips, 3), "serial_s_per_prompt": round(serial_s / args.clips, 3),
+        "pool_s_per_prompt": round(pool_s / args.clips, 3),
+        "speedup_vs_before": round(serial_before_s / pool_s, 2), "speedup_vs_serial": round(serial_s / pool_s, 2),
+        "uint8_vs_float_resize": {"mean_abs": round(float(frame_diff.mean()), 4), "frac_differing": round(float((frame_diff > 0).mean()), 4),
+                                  "max": int(frame_diff.max())},
         "prefetched_round": {"learner_phase_s": round(learner_s, 2), "data_s_on_critical_path": round(critical_s, 3)},
         "mb_per_video_prompt_to_learner": {
             "before_float_pixels": round(len(pickle.dumps(before)) / 2**20, 2),
-            "before_with_frames_through_driver": round(len(pickle.dumps(serial[0])) / 2**20, 2),
+            "before_with_frames_through_driver": round(len(pickle.dumps(serial_before[0])) / 2**20, 2),
             "after_uint8_frames": round(len(pickle.dumps(for_learner([built[0]])[0])) / 2**20, 2),
         },
     }))

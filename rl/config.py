@@ -69,6 +69,10 @@ class DataConfig(_Section):
     """Per-frame maximum, in units of f^2: 768 * f^2."""
     total_pixels_tokens: int = Field(default=4096, gt=0)
     """Video budget, in units of f^2: 4096 * f^2, about 4096 video tokens."""
+    frame_resize: Literal["uint8", "float"] = "uint8"
+    """The bicubic antialiased frame resize: "uint8", torch's uint8 kernel (15x faster; values within
+    a level or two of qwen-vl-utils'), or "float", qwen-vl-utils' float32 resize bit for bit
+    (rl.data.video.resize_frames, docs/data.md)."""
     max_prompt_length: int = Field(default=8192, gt=0)
     video_cache_size: int = Field(default=64, ge=0)
     system_prompt: Optional[str] = None

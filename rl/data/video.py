@@ -3,8 +3,9 @@
 The plan is a transcription of qwen-vl-utils `vision_process.py` (QwenLM/Qwen2.5-VL and
 QwenLM/Qwen3-VL: `calculate_video_frame_range`, `smart_nframes`, `smart_resize`, `fetch_video`),
 so that a model sees the frames and sizes it was trained on. Decoding reads only the planned frames
-(decord `get_batch`) and resizes them to the values `fetch_video`'s torchvision resize gives
-(bicubic, antialiased, rounded back to uint8). `smart_resize` is Qwen2.5-VL's: it keeps each side
+(decord `get_batch`) and resizes them bicubic with antialiasing: by default with torch's uint8
+kernel (`resize="uint8"`), or to exactly the values `fetch_video`'s torchvision resize gives
+(`resize="float"`: float32, rounded back to uint8); see `resize_frames` for the difference. `smart_resize` is Qwen2.5-VL's: it keeps each side
 at least f when shrinking, a guard Qwen3-VL's copy drops (it matters only near the 200:1 ratio limit).
 
 Formulas (F = FRAME_FACTOR = 2, f = 2 * patch_size, T = total_frames, r = video_fps):
@@ -33,7 +34,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 PathLike = Union[str, os.PathLike]
+FrameResize = Literal["uint8", "float"]
+DECODE_CHUNK_BYTES = 12 * 2**20
+"""Decoded frames held at once while a clip is built: four 720p frames, about an L3 cache's share."""
 
 
 class MediaError(RuntimeError):
@@ -218,6 +222,7 @@ class VideoSampling:
     min_pixels: int = 16 * 28 * 28
     max_pixels: int = 768 * 28 * 28
     total_pixels: int = 4096 * 28 * 28
+    resize: FrameResize = "uint8"
 
     @classmethod
     def from_config(cls, cfg: DataConfig, patch_size: int) -> "VideoSampling":
@@ -231,6 +236,7 @@ class VideoSampling:
             min_pixels=cfg.min_pixels_tokens * f2,
             max_pixels=cfg.max_pixels_tokens * f2,
             total_pixels=cfg.total_pixels_tokens * f2,
+            resize=cfg.frame_resize,
         )
 
     def plan(self, meta: "VideoMeta", start: Optional[float] = None, end: Optional[float] = None) -> FramePlan:
@@ -327,16 +333,25 @@ def probe_video(path: PathLike) -> VideoMeta:
     return VideoMeta(total_frames, fps, int(height), int(width))
 
 
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_frames(frames: np.ndarray, height: int, width: int, mode: FrameResize = "uint8") -> np.ndarray:
     """(T, H, W, 3) uint8 -> (T, height, width, 3) uint8, bicubic with antialiasing.
 
-    Same values as the torchvision resize qwen-vl-utils calls (which rounds its float result
-    back to uint8). One frame at a time in contiguous NCHW float: the float copy of a whole
-    2-minute 720p clip is 2.6 GB of memory traffic, and interpolating it frame by frame is 2x
-    faster on CPU, with the same result bit for bit (benchmarks/bench_data.py, docs/status.md).
+    "float" gives the values of the torchvision resize qwen-vl-utils calls, bit for bit (float32,
+    rounded back to uint8), one frame at a time in contiguous NCHW float: 12 ms a 720p frame on
+    one core, 3 s of a 2-minute clip's 240 frames. "uint8" runs torch's uint8 kernel on the whole
+    clip (channels-last, no float copy): about 15x faster. It rounds between its horizontal and
+    vertical passes, so about one value in ten is off by 1 and a few at hard edges by up to 7 (mean
+    |difference| 0.09-0.13 levels on the fixtures and the benchmark's clip; docs/data.md). Engines
+    and learner ranks get the same frames either way.
     """
     if frames.shape[1:3] == (height, width):
         return np.ascontiguousarray(frames)
+    if mode == "uint8":
+        batch = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # a channels-last view
+        out = torch.nn.functional.interpolate(batch, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())
+    if mode != "float":
+        raise ValueError(f"unknown frame resize {mode!r}; expected 'uint8' or 'float'")
     out = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
     target = torch.from_numpy(out)
     for i in range(frames.shape[0]):
@@ -356,28 +371,44 @@ def decode_clip(
 ) -> Clip:
     """Decode only the planned frames of `path[start:end]` and resize them; raises VideoDecodeError.
 
-    The frame size comes from the decoded batch, so no frame is decoded outside the plan.
+    The frame size comes from the first decoded frame, so no frame is decoded outside the plan.
+    Frames are decoded and resized a few at a time (`DECODE_CHUNK_BYTES` of decoded frames), not as
+    one batch: a 2-minute 720p clip's 240 planned frames are 660 MB decoded, and going through them
+    in cache-sized chunks builds the clip in about half the time (docs/status.md), with the same
+    frames (decord decodes forward through the GOP either way).
     """
     reader, total_frames, fps = _open_video(path, num_threads)
     try:
         indices, window_frames = sampling.indices(total_frames, fps, start, end)
     except FrameWindowError as exc:
         raise VideoDecodeError(path, MediaError.BAD_WINDOW, str(exc)) from None
+    first = _decode_frames(reader, path, indices[:1])
+    try:
+        height, width = sampling.size(first.shape[1], first.shape[2], len(indices))
+    except ValueError as exc:
+        raise VideoDecodeError(path, MediaError.CORRUPT, str(exc)) from None
+    frames = np.empty((len(indices), height, width, 3), dtype=np.uint8)
+    frames[:1] = resize_frames(first, height, width, sampling.resize)
+    chunk = max(1, DECODE_CHUNK_BYTES // first[0].nbytes)
+    for at in range(1, len(indices), chunk):
+        part = _decode_frames(reader, path, indices[at:at + chunk])
+        if part.shape[1:] != first.shape[1:]:
+            raise VideoDecodeError(path, MediaError.CORRUPT, f"frame size changed from {first.shape[1:3]} to {part.shape[1:3]}")
+        frames[at:at + len(part)] = resize_frames(part, height, width, sampling.resize)
+    frames.flags.writeable = False
+    return Clip(frames=frames, indices=indices, video_fps=fps, total_frames=total_frames, duration=total_frames / fps,
+                sample_fps=len(indices) / window_frames * fps)
+
+
+def _decode_frames(reader, path: PathLike, indices: list[int]) -> np.ndarray:
+    """decord's frames at `indices` as a (n, H, W, 3) uint8 array; raises VideoDecodeError."""
     try:
         frames = reader.get_batch(indices).asnumpy()
     except Exception as exc:
         raise VideoDecodeError(path, MediaError.CORRUPT, f"decoding frames failed: {_one_line(exc)}") from None
-    if frames.ndim != 4 or frames.shape[0] != len(indices):
-        detail = f"got frames of shape {frames.shape} for {len(indices)} indices"
-        raise VideoDecodeError(path, MediaError.CORRUPT, detail)
-    try:
-        height, width = sampling.size(frames.shape[1], frames.shape[2], len(indices))
-    except ValueError as exc:
-        raise VideoDecodeError(path, MediaError.CORRUPT, str(exc)) from None
-    frames = resize_frames(frames, height, width)
-    frames.flags.writeable = False
-    return Clip(frames=frames, indices=indices, video_fps=fps, total_frames=total_frames, duration=total_frames / fps,
-                sample_fps=len(indices) / window_frames * fps)
+    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[3] != 3:
+        raise VideoDecodeError(path, MediaError.CORRUPT, f"got frames of shape {frames.shape} for {len(indices)} indices")
+    return frames
 
 
 class VideoLoader:
