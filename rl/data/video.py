@@ -372,10 +372,10 @@ def decode_clip(
     """Decode only the planned frames of `path[start:end]` and resize them; raises VideoDecodeError.
 
     The frame size comes from the first decoded frame, so no frame is decoded outside the plan.
-    Frames are decoded and resized a few at a time (`DECODE_CHUNK_BYTES` of decoded frames), not as
-    one batch: a 2-minute 720p clip's 240 planned frames are 660 MB decoded, and going through them
-    in cache-sized chunks builds the clip in about half the time (docs/status.md), with the same
-    frames (decord decodes forward through the GOP either way).
+    With the uint8 resize, frames are decoded and resized a few at a time (`DECODE_CHUNK_BYTES` of
+    decoded frames), not as one batch: a 2-minute 720p clip's 240 planned frames are 660 MB
+    decoded, and going through them in cache-sized chunks builds the clip in about two thirds of
+    the time (docs/data.md), with the same frames (decord decodes forward through the GOP either way).
     """
     reader, total_frames, fps = _open_video(path, num_threads)
     try:
@@ -389,7 +389,9 @@ def decode_clip(
         raise VideoDecodeError(path, MediaError.CORRUPT, str(exc)) from None
     frames = np.empty((len(indices), height, width, 3), dtype=np.uint8)
     frames[:1] = resize_frames(first, height, width, sampling.resize)
-    chunk = max(1, DECODE_CHUNK_BYTES // first[0].nbytes)
+    # "float" keeps one batch: its frame-by-frame multithreaded resize interleaved with decoding is
+    # slower on two threads (11 s vs 8 s for the clip above), and it stays the reference path.
+    chunk = len(indices) if sampling.resize == "float" else max(1, DECODE_CHUNK_BYTES // first[0].nbytes)
     for at in range(1, len(indices), chunk):
         part = _decode_frames(reader, path, indices[at:at + chunk])
         if part.shape[1:] != first.shape[1:]:
