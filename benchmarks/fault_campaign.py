@@ -4,7 +4,7 @@ Every run trains `--rounds` rounds of the tiny model (real Ray, vLLM-CPU engines
 learner world of `--ranks` ranks at ZeRO-`--zero`, reward workers), injects one fault, and must
 finish. Prints a JSON table, one row per fault:
 
-    fault, completed (y/n), restarts (engine + reward-worker restarts the run counted),
+    fault, completed (y/n), restarts (engine + reward-worker + builder restarts the run counted),
     samples_lost (must be 0), wall_s, detail
 
 Faults, and how each is injected (the moment is picked by wrapping the trainer's own call, so the
@@ -17,6 +17,8 @@ real code path runs; nothing is mocked):
 - engine_frozen_during_sync     round 1's weight sync: engine 0 frozen and left frozen; the sync
                                 deadline (`--sync-timeout`) passes and heal replaces it.
 - reward_worker_killed_mid_batch round 2's reward batch: a reward worker frozen, SIGKILLed 1 s later.
+- builder_killed_mid_round      round 2: the input builder is frozen as round 3's prompts are sent
+                                to it (the prefetch), SIGKILLed 1 s later while they wait.
 - driver_kill9_mid_checkpoint   `thinkonce train` is SIGKILLed (whole process group) while its
                                 second checkpoint is being written (.tmp-step-000002 exists), then
                                 resumed from the first.
@@ -53,7 +55,7 @@ sys.path.insert(0, str(REPO))
 STALL = "9^{9^{9^{9}}}"
 FAULTS = (
     "engine_killed_mid_generation", "engine_killed_mid_sync", "engine_frozen_during_sync",
-    "reward_worker_killed_mid_batch", "driver_kill9_mid_checkpoint", "sigterm_then_resume",
+    "reward_worker_killed_mid_batch", "builder_killed_mid_round", "driver_kill9_mid_checkpoint", "sigterm_then_resume",
     "corrupt_and_missing_video", "math_answers_stall_checker",
 )
 
@@ -150,6 +152,10 @@ def in_process(fault: str, args: argparse.Namespace, model_dir: Path, work: Path
         elif fault == "reward_worker_killed_mid_batch":
             trainer.rewards.wait_ready()
             _wrap_once(trainer.rewards, "score_batch", 2, lambda: _freeze_then_kill(trainer.rewards.worker_pids[0], 1.0))
+        elif fault == "builder_killed_mid_round":
+            builder = trainer.rounds.pool.workers[0]  # None without a spare CPU: the row then fails, naming it
+            builder_pid = ray.get(builder.__ray_call__.remote(lambda worker: os.getpid()))
+            _wrap_once(trainer.rounds, "prefetch", 2, lambda: _freeze_then_kill(builder_pid, 1.0))
         elif fault == "math_answers_stall_checker":  # 5 stalling answers from round 2 on (a round scores 4)
             left = {"stalls": 5}
             original = trainer.rewards.score_batch
@@ -168,7 +174,9 @@ def in_process(fault: str, args: argparse.Namespace, model_dir: Path, work: Path
         history = trainer.run("none")
         wall = time.monotonic() - start
         last = history[-1]
-        restarts = last["counters/engine_restarts"] + trainer.rewards.restarts
+        restarts = last["counters/engine_restarts"] + trainer.rewards.restarts + last["counters/builder_restarts"]
+        if fault == "builder_killed_mid_round":
+            detail = f"builder restarts counted: {int(last['counters/builder_restarts'])}"
         if fault == "math_answers_stall_checker":
             detail = f"reward timeouts counted: {int(last['counters/reward_timeouts'])}"
         if fault == "corrupt_and_missing_video":

@@ -1,11 +1,13 @@
 """A weight sync that fails mid-stream recovers at every ZeRO stage (real Ray, real DeepSpeed with two
 learner ranks, real vLLM-CPU engines): every member abandons the sync together, the dead engine is
 replaced, the group re-formed and the sync retried; a healthy engine inside the receive is kept.
-The ZeRO-2 case then kills an engine between rounds (replaced, counted) and a learner rank (the run
+The ZeRO-2 case then kills an engine between rounds (replaced, counted), the input builder while a
+round's prompts wait on it (replaced, rebuilt in stream order, counted) and a learner rank (the run
 ends with the resume hint, not a hang)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -18,6 +20,7 @@ import ray
 from rl.config import load_config
 from rl.data.synthetic import generate_synthetic
 from rl.inputs import InputBuilder
+from rl.stream import PromptStream
 from rollout.sampling import SamplingSettings
 
 pytestmark = pytest.mark.slow
@@ -91,6 +94,19 @@ def test_engine_killed_mid_sync_run_completes_with_the_restart_counted(tiny_qwen
             ray.kill(trainer.rollout.actors[0], no_restart=True)
             metrics = trainer.train_round(2)
             assert metrics["counters/engine_restarts"] == 2 and trainer.rollout.restarts == 2
+
+            # The input builder (one: the local cluster has one CPU to spare) is frozen as round 4's
+            # prompts go out to it, and killed while they wait: replaced, rebuilt, counted, in order.
+            pool = trainer.rounds.pool
+            assert pool is not None and len(pool.workers) == 1
+            pid = ray.get(pool.workers[0].__ray_call__.remote(lambda worker: os.getpid()))
+            os.kill(pid, signal.SIGSTOP)
+            threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()
+            assert trainer.train_round(3)["counters/builder_restarts"] == 0  # its prompts were built before
+            assert trainer.train_round(4)["counters/builder_restarts"] == 1 and pool.restarts == 1
+            stream = PromptStream(samples, seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
+            trained = [json.loads(line)["ids"] for line in (Path(cfg.trainer.run_dir) / "samples.jsonl").read_text().splitlines()]
+            assert trained == [[s.id for s in stream.take(2)] for _ in range(5)]
             ray.kill(trainer.learner.workers[0], no_restart=True)
             start = time.monotonic()
             with pytest.raises(LearnerDied, match="--resume auto"):
