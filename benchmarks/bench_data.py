@@ -9,10 +9,12 @@ tiny Qwen2.5-VL processor: the real processor's patching and token counts).
 Prints JSON: seconds per prompt serially in this process (one InputBuilder, as the driver did, with
 torch's threads: every core unless `--serial-threads`), twice: as the driver built before the
 builders (`data.frame_resize=float`, qwen-vl-utils' resize) and with the same code the builders run
-(the default uint8 resize); seconds per prompt through the pool; both speedups; the data seconds left on a round's critical path when the round is
-prefetched while a learner phase of `--learner-s` seconds runs (default: as long as the pool's
-build, i.e. the learner phase just hides it); MB of one video prompt as pickled to a learner, as
-before (float32 pixels) and now (the uint8 frames; the learner rebuilds the pixels, rl.pixels).
+(the default uint8 resize); seconds per prompt through the pool; both speedups; the data seconds
+left on a round's critical path when the round is prefetched while a learner phase of
+`--learner-s` seconds runs (default: as long as the pool's build, i.e. the learner phase just
+hides it); the uint8 resize's difference from the float one on one clip; MB of one video prompt
+as pickled to a learner, before (float32 pixels) and now (the uint8 frames; the learner rebuilds
+the pixels, rl.pixels).
 
     python benchmarks/bench_data.py [--clips 16] [--builders 2] [--seconds 120] [--width 1280 --height 720]
 """
@@ -145,11 +147,12 @@ def main() -> None:
         "frames_per_prompt": int(serial[0].mm_data["video"][0].shape[0]), "prompt_tokens": len(serial[0].prompt_ids),
         "generate_video_s": round(generate_s, 1),
         "serial_torch_threads": serial_threads,
-        "serial_before_s_per_prompt": round(serial_before_s / args.clips, 3), "serial_s_per_prompt": round(serial_s / args.clips, 3),
+        "serial_before_s_per_prompt": round(serial_before_s / args.clips, 3),
+        "serial_s_per_prompt": round(serial_s / args.clips, 3),
         "pool_s_per_prompt": round(pool_s / args.clips, 3),
         "speedup_vs_before": round(serial_before_s / pool_s, 2), "speedup_vs_serial": round(serial_s / pool_s, 2),
-        "uint8_vs_float_resize": {"mean_abs": round(float(frame_diff.mean()), 4), "frac_differing": round(float((frame_diff > 0).mean()), 4),
-                                  "max": int(frame_diff.max())},
+        "uint8_vs_float_resize": {"mean_abs": round(float(frame_diff.mean()), 4),
+                                  "frac_differing": round(float((frame_diff > 0).mean()), 4), "max": int(frame_diff.max())},
         "prefetched_round": {"learner_phase_s": round(learner_s, 2), "data_s_on_critical_path": round(critical_s, 3)},
         "mb_per_video_prompt_to_learner": {
             "before_float_pixels": round(len(pickle.dumps(before)) / 2**20, 2),

@@ -5,8 +5,9 @@ QwenLM/Qwen3-VL: `calculate_video_frame_range`, `smart_nframes`, `smart_resize`,
 so that a model sees the frames and sizes it was trained on. Decoding reads only the planned frames
 (decord `get_batch`) and resizes them bicubic with antialiasing: by default with torch's uint8
 kernel (`resize="uint8"`), or to exactly the values `fetch_video`'s torchvision resize gives
-(`resize="float"`: float32, rounded back to uint8); see `resize_frames` for the difference. `smart_resize` is Qwen2.5-VL's: it keeps each side
-at least f when shrinking, a guard Qwen3-VL's copy drops (it matters only near the 200:1 ratio limit).
+(`resize="float"`: float32, rounded back to uint8); see `resize_frames` for the difference.
+`smart_resize` is Qwen2.5-VL's: it keeps each side at least f when shrinking, a guard Qwen3-VL's
+copy drops (it matters only near the 200:1 ratio limit).
 
 Formulas (F = FRAME_FACTOR = 2, f = 2 * patch_size, T = total_frames, r = video_fps):
 
