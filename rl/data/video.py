@@ -341,7 +341,7 @@ def resize_frames(frames: np.ndarray, height: int, width: int, mode: FrameResize
     rounded back to uint8), one frame at a time in contiguous NCHW float: 12 ms a 720p frame on
     one core, 3 s of a 2-minute clip's 240 frames. "uint8" runs torch's uint8 kernel on the whole
     clip (channels-last, no float copy): about 15x faster. It rounds between its horizontal and
-    vertical passes, so about one value in ten is off by 1 and a few at hard edges by up to 7 (mean
+    vertical passes, so about one value in ten is off by 1 and a few at hard edges by up to 8 (mean
     |difference| 0.09-0.13 levels on the fixtures and the benchmark's clip; docs/data.md). Engines
     and learner ranks get the same frames either way.
     """
