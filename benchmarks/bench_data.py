@@ -13,8 +13,9 @@ builders (`data.frame_resize=float`, qwen-vl-utils' resize) and with the same co
 left on a round's critical path when the round is prefetched while a learner phase of
 `--learner-s` seconds runs (default: as long as the pool's build, i.e. the learner phase just
 hides it); the uint8 resize's difference from the float one on one clip; MB of one video prompt
-as pickled to a learner, before (float32 pixels) and now (the uint8 frames; the learner rebuilds
-the pixels, rl.pixels).
+as pickled to a learner, before (float32 pixels, all through the driver) and now (the uint8
+frames, which a learner fetches from the object store, and the part that passes through the
+driver; the learner rebuilds the pixels, rl.pixels).
 
     python benchmarks/bench_data.py [--clips 16] [--builders 2] [--seconds 120] [--width 1280 --height 720]
 """
@@ -82,6 +83,7 @@ def main() -> None:
     from rl.builders import BuilderPool, RoundBuilder
     from rl.config import DataConfig
     from rl.inputs import InputBuilder
+    from rl.pixels import with_media
     from rl.stream import PromptStream
     from rl.tiny import build_tiny
     from rl.types import Sample
@@ -136,6 +138,10 @@ def main() -> None:
         started = time.perf_counter()
         rounds.next_round(args.clips)
         critical_s = time.perf_counter() - started
+        # What a learner rank gets: the prompt from the driver, its frames from the object store.
+        header = dataclasses.replace(for_learner([built[0]])[0], mm_ref=None)
+        after_header_mb = len(pickle.dumps(header)) / 2**20
+        after_mb = len(pickle.dumps(with_media(for_learner([built[0]]))[0])) / 2**20
         pool.shutdown()
     finally:
         ray.shutdown()
@@ -157,7 +163,8 @@ def main() -> None:
         "mb_per_video_prompt_to_learner": {
             "before_float_pixels": round(len(pickle.dumps(before)) / 2**20, 2),
             "before_with_frames_through_driver": round(len(pickle.dumps(serial_before[0])) / 2**20, 2),
-            "after_uint8_frames": round(len(pickle.dumps(for_learner([built[0]])[0])) / 2**20, 2),
+            "after_uint8_frames": round(after_mb, 2),
+            "after_through_driver": round(after_header_mb, 3),
         },
     }))
 

@@ -13,11 +13,18 @@ prefetched beyond it are dropped and rebuilt after the refill. The stream positi
 records (`position`) ends at the last sample of the last round handed to the trainer, so a
 prefetched round is neither lost nor counted twice: after a resume it is taken again.
 
+The frames never pass through the driver: a build returns two objects, the prompt without its
+media and the media (`mm_data`: uint8 frames or image, no float pixels, rl.pixels). The driver
+fetches only the first and hands the engines and learner ranks a reference to the second
+(`ModelInput.mm_ref`), which they fetch from the object store (`rl.pixels.with_media`). Task
+results are owned by the caller, so the frames outlive the builder that made them.
+
 A builder actor that dies is replaced and its samples are rebuilt (`restarts` counts them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,9 +55,14 @@ class BuilderWorker:
     def ready(self) -> bool:
         return True
 
-    def build(self, sample: Sample) -> Built:
-        """The prompt, or the SampleError that skips it (returned: a skip is data, not a failure)."""
-        return _build_here(self.builder, sample)
+    def build(self, sample: Sample) -> tuple[Built, dict[str, Any]]:
+        """The prompt without its media, and its media (`mm_data`): two results, so the driver takes
+        the small first and passes a reference to the second on. A skip (SampleError) is returned:
+        it is data, not a failure."""
+        built = _build_here(self.builder, sample)
+        if isinstance(built, SampleError) or not built.mm_data:
+            return built, {}
+        return dataclasses.replace(built, mm_data={}), built.mm_data
 
 
 class BuilderPool:
@@ -80,22 +92,25 @@ class BuilderPool:
 
         return ray.remote(BuilderWorker).options(num_cpus=self.num_cpus, max_restarts=0).remote(self.model_dir, self.data)
 
-    def submit(self, sample: Sample) -> tuple[int, Any, Any]:
-        """Start building `sample`; returns (worker slot, worker handle, object ref)."""
+    def submit(self, sample: Sample) -> tuple[int, Any, tuple[Any, Any]]:
+        """Start building `sample`; returns (worker slot, worker handle, object refs of the prompt and its media)."""
         slot = self._next % len(self.workers)
         self._next += 1
         worker = self.workers[slot]
-        return slot, worker, worker.build.remote(sample)
+        return slot, worker, _build_remote(worker, sample)
 
-    def get(self, sample: Sample, job: tuple[int, Any, Any]) -> Built:
-        """The built prompt; a dead worker is replaced (once) and the sample rebuilt on the replacement."""
+    def get(self, sample: Sample, job: tuple[int, Any, tuple[Any, Any]]) -> Built:
+        """The built prompt, its media left in the object store (`mm_ref`: the driver owns it, so it
+        outlives the builder); a dead worker is replaced (once) and the sample rebuilt on the replacement."""
         import ray
         from ray.exceptions import RayActorError
 
-        slot, worker, ref = job
+        slot, worker, (ref, media) = job
         while True:
             try:
-                return ray.get(ref)
+                built = ray.get(ref)
+                has_media = isinstance(built, ModelInput) and built.sample.media_kind in ("image", "video")
+                return dataclasses.replace(built, mm_ref=media) if has_media else built
             except RayActorError as exc:
                 if self.workers[slot] is worker:
                     if self.restarts >= self.max_restarts * len(self.workers):
@@ -105,7 +120,7 @@ class BuilderPool:
                     self.workers[slot] = self._spawn()
                     self.restarts += 1
                 worker = self.workers[slot]
-                ref = worker.build.remote(sample)
+                ref, media = _build_remote(worker, sample)
 
     def shutdown(self) -> None:
         import ray
@@ -200,6 +215,11 @@ class RoundBuilder:
         self._pending.clear()
         if self.pool is not None:
             self.pool.shutdown()
+
+
+def _build_remote(worker: Any, sample: Sample) -> tuple[Any, Any]:
+    """Object refs of the prompt and of its media, both owned by this process (the caller)."""
+    return worker.build.options(num_returns=2).remote(sample)
 
 
 def _build_here(builder: InputBuilder, sample: Sample) -> Built:

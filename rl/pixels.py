@@ -26,9 +26,25 @@ def strip_pixels(mi: ModelInput) -> ModelInput:
     """The prompt without its float pixel tensors (restorable from `mi.mm_data`)."""
     if not any(key in mi.hf_inputs for key in PIXEL_KEYS):
         return mi
-    if not mi.mm_data:
+    if not mi.mm_data and mi.mm_ref is None:
         raise ValueError(f"sample {mi.sample.id}: pixels cannot be dropped without the frames they came from (mm_data)")
     return dataclasses.replace(mi, hf_inputs={k: v for k, v in mi.hf_inputs.items() if k not in PIXEL_KEYS})
+
+
+def with_media(inputs: Sequence[ModelInput]) -> list[ModelInput]:
+    """Each prompt with its `mm_data` in hand: references left by builder actors (`mm_ref`) are
+    fetched from the object store in one call; the copies of one prompt stay one object."""
+    refs = {id(mi): mi.mm_ref for mi in inputs if mi.mm_ref is not None}
+    if not refs:
+        return list(inputs)
+    import ray
+
+    fetched = dict(zip(refs, ray.get(list(refs.values()))))
+    done: dict[int, ModelInput] = {}
+    for mi in inputs:
+        if id(mi) in fetched and id(mi) not in done:
+            done[id(mi)] = dataclasses.replace(mi, mm_data=fetched[id(mi)], mm_ref=None)
+    return [done.get(id(mi), mi) for mi in inputs]
 
 
 def needs_pixels(mi: ModelInput) -> bool:
@@ -46,6 +62,7 @@ class PixelMaker:
 
     def restore(self, inputs: Sequence[ModelInput]) -> list[ModelInput]:
         """Each prompt with its pixel tensors; the copies of one prompt stay one object."""
+        inputs = with_media(inputs)
         done: dict[int, ModelInput] = {}
         for mi in inputs:
             if id(mi) not in done:

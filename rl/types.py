@@ -57,6 +57,10 @@ class ModelInput:
     """vLLM `mm_processor_kwargs` so its processor reproduces `prompt_ids` (fps, no resize)."""
     mm_data: dict[str, Any] = field(default_factory=dict)
     hf_inputs: dict[str, Any] = field(default_factory=dict)
+    mm_ref: Any = None
+    """A prompt built by a builder actor carries its `mm_data` as this Ray object reference instead
+    (owned by the driver, stored on the builder's node), so the frames go to the engines and learner
+    ranks without passing through the driver; `rl.pixels.with_media` fetches them where used."""
 
     def hf_inputs_with_text(self, extra_tokens: int) -> dict[str, Any]:
         """`hf_inputs` for the prompt followed by `extra_tokens` text tokens (a response): the

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 
 from learner.params import ParamMeta
 from learner.sync import SyncGroupSpec
+from rl.pixels import with_media
 from rl.runtime import configure_environment, runtime_env_vars
 from rl.types import Generation, ModelInput
 from rollout.engine import EngineSpec, NamedTensors, build_engine
@@ -30,7 +31,7 @@ class EngineActor:
         sampling: SamplingSettings,
         prefixes: Optional[Sequence[Sequence[int]]] = None,
     ) -> list[list[Generation]]:
-        return self.engine.generate(inputs, sampling, prefixes)
+        return self.engine.generate(with_media(inputs), sampling, prefixes)  # frames from the builders' nodes
 
     def load_weights(self, named_tensors: NamedTensors) -> None:
         self.engine.load_weights(named_tensors)

@@ -1,14 +1,17 @@
 """Prompt building off the driver (rl.builders): same prompts, same order and stream position as the
-serial loop, with skips, prefetched rounds, refills that rewind later rounds, and a killed builder."""
+serial loop, with skips, prefetched rounds, refills that rewind later rounds, and a killed builder;
+the frames stay in the object store and outlive the builder that made them."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rl.builders import BuilderPool, RoundBuilder
 from rl.config import DataConfig
 from rl.data.synthetic import generate_synthetic
 from rl.inputs import InputBuilder
+from rl.pixels import with_media
 from rl.stream import PromptStream
 from rl.types import Sample
 
@@ -66,12 +69,24 @@ def test_pool_with_prefetch_builds_what_the_driver_builds(ray_cluster, tiny_qwen
         assert positions[-1] == serial.position  # a checkpoint records the same position...
         assert parallel.stream.samples_consumed > parallel.position  # ...while later rounds are in flight
 
+        # The frames stay in the object store (owned by the driver): a prompt carries a reference,
+        # and `with_media` fetches the frames the driver would have built.
+        first = got[0]
+        assert all(p.mm_data == {} and p.mm_ref is not None for p in first)
+        for fetched, built_here in zip(with_media(first), want[0]):
+            assert fetched.mm_ref is None and set(fetched.mm_data) == {"video"}
+            assert np.array_equal(fetched.mm_data["video"][0], built_here.mm_data["video"][0])
+            assert fetched.mm_data["video"][1] == built_here.mm_data["video"][1]
+
         # A dead builder given work: replaced, its samples rebuilt, the restart counted.
         import ray
 
         resumed, _ = _rounds(samples, pool=pool)
         resumed.stream.samples_consumed = resumed.position = positions[1]  # as after a resume at round 2
         ray.kill(pool.workers[0])  # before the round is submitted, so its builds surely hit the dead actor
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(pool.workers[0].ready.remote())
+        assert len(with_media(got[0])) == K, "frames built by the dead builder outlive it (the driver owns them)"
         resumed.prefetch(K, depth=1)
         again = [resumed.next_round(K) for _ in range(3)]
         assert [_ids(r) for r in again] == [_ids(r) for r in want[2:5]]
