@@ -34,16 +34,13 @@ def strip_pixels(mi: ModelInput) -> ModelInput:
 def with_media(inputs: Sequence[ModelInput]) -> list[ModelInput]:
     """Each prompt with its `mm_data` in hand: references left by builder actors (`mm_ref`) are
     fetched from the object store in one call; the copies of one prompt stay one object."""
-    refs = {id(mi): mi.mm_ref for mi in inputs if mi.mm_ref is not None}
-    if not refs:
+    pending = {id(mi): mi for mi in inputs if mi.mm_ref is not None}
+    if not pending:
         return list(inputs)
     import ray
 
-    fetched = dict(zip(refs, ray.get(list(refs.values()))))
-    done: dict[int, ModelInput] = {}
-    for mi in inputs:
-        if id(mi) in fetched and id(mi) not in done:
-            done[id(mi)] = dataclasses.replace(mi, mm_data=fetched[id(mi)], mm_ref=None)
+    media = ray.get([mi.mm_ref for mi in pending.values()])
+    done = {key: dataclasses.replace(mi, mm_data=m, mm_ref=None) for (key, mi), m in zip(pending.items(), media)}
     return [done.get(id(mi), mi) for mi in inputs]
 
 
