@@ -80,7 +80,7 @@ def main() -> None:
     import ray
 
     from learner.group import for_learner
-    from rl.builders import BuilderPool, RoundBuilder
+    from launch.builders import BuilderPool, RoundBuilder
     from rl.config import DataConfig
     from rl.inputs import InputBuilder
     from rl.pixels import with_media

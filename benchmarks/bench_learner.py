@@ -184,7 +184,7 @@ def load_rss(family: str, ranks_list: tuple[int, ...], hidden: int, layers: int)
     """Peak host memory per rank while the ZeRO-3 learner starts, for each world size."""
     import multiprocessing as mp
 
-    from learner.sync import free_port
+    from rl.weight_sync.broadcast import free_port
 
     results: dict = {"benchmark": "ZeRO-3 learner start: peak host memory per rank (CPU, gloo)", "family": family,
                      "machine": {"cpus": os.cpu_count(), "torch": torch.__version__}, "ranks": {}}

@@ -26,7 +26,7 @@ configure_environment("cpu")
 
 from launch.eval import run_eval  # noqa: E402
 from rl.config import load_config  # noqa: E402
-from rl.data.loaders import write_jsonl  # noqa: E402
+from rl.data.files import write_jsonl  # noqa: E402
 from rollout.toy import confident_model, toy_samples, write_toy_video  # noqa: E402
 
 ARTIFACTS = ROOT / "artifacts" / "bench"

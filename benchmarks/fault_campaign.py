@@ -123,7 +123,7 @@ def in_process(fault: str, args: argparse.Namespace, model_dir: Path, work: Path
     from rl.config import load_config
     from rl.data.loaders import load_from_config
     from rl.data.synthetic import generate_synthetic
-    from rl.trainer import Trainer
+    from launch.trainer import Trainer
 
     data_dir, run_dir = work / "data", work / "run"
     argv = overrides(args, model_dir, data_dir, run_dir)

@@ -123,7 +123,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from launch.eval import EvalError
     from rl.checkpoint import ResumeRefused
     from rl.data.benchmarks import BenchmarkError
-    from rl.data.loaders import DataError
+    from rl.data.records import DataError
     from rl.inputs import SampleError
 
     return (ConfigError, DataError, BenchmarkError, EvalError, SampleError, ResumeRefused, FileNotFoundError)

@@ -52,7 +52,7 @@ class DecoderActor:
     def __init__(self, spec: Any, tau: float, max_new_tokens: int) -> None:
         from rl.runtime import configure_environment
         from rollout.early_exit import EarlyExitDecoder
-        from rollout.engine import build_engine
+        from rollout.backends import build_engine
 
         configure_environment(spec.device, in_actor=True, kvcache_gib=spec.cpu_kvcache_gib)
         self.decoder = EarlyExitDecoder(build_engine(spec), tau=tau, max_new_tokens=max_new_tokens)
@@ -307,7 +307,7 @@ def run_eval(cfg: Config, model: str, data: str, out: Union[str, Path], *, bench
              overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Evaluate `model` on `data` into `out`; returns the summary (also written to out/summary.json)."""
     from launch.infer import resolve_model_dir
-    from rl.tiny import model_family
+    from rl.family import model_family
 
     started = time.perf_counter()
     if batch_size < 1:

@@ -41,7 +41,8 @@ def filter_dataset(args: argparse.Namespace) -> int:
 
     from launch.infer import score_answer
     from launch.placement import init_ray
-    from rl.data.loaders import load_dataset, write_jsonl, write_parquet
+    from rl.data.files import write_jsonl, write_parquet
+    from rl.data.loaders import load_dataset
     from rl.grammar import last_boxed
     from rl.inputs import InputBuilder, SampleError
     from rl.runtime import configure_environment, resolve_device

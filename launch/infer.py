@@ -114,10 +114,12 @@ def run_inference(
     `engine` reuses an already built engine (tests, benchmarks); by default one is built from
     `rollout.backend` and the model. Samples whose media cannot be used are skipped and counted.
     """
-    from rl.data.loaders import DataError, load_dataset, load_from_config
+    from rl.data.loaders import load_dataset, load_from_config
+    from rl.data.records import DataError
     from rl.inputs import InputBuilder, SampleError
-    from rl.tiny import model_family
-    from rollout.engine import EngineSpec, build_engine
+    from rl.family import model_family
+    from rollout.backends import build_engine
+    from rollout.engine import EngineSpec
 
     started = time.perf_counter()
     model_dir = resolve_model_dir(model, cfg)

@@ -56,7 +56,8 @@ def _run(config_path: str, overrides: Sequence[str], resume: str, resume_allow_c
     """Prepare and train; (config, training samples, per-round metrics, wall seconds) or an exit code."""
     from launch.placement import check_resources, init_ray
     from rl.checkpoint import CheckpointManager, check_resume
-    from rl.data.loaders import DataError, load_from_config
+    from rl.data.loaders import load_from_config
+    from rl.data.records import DataError
     from rl.metrics import set_aside_earlier_run
     from rl.runtime import configure_environment, resolve_device
     from rl.warmstart import resolve_model_path
@@ -85,7 +86,7 @@ def _run(config_path: str, overrides: Sequence[str], resume: str, resume_allow_c
     init_ray(cfg, device)
     check_resources(cfg, device)
 
-    from rl.trainer import LearnerDied, Trainer
+    from launch.trainer import LearnerDied, Trainer
 
     trainer = Trainer(cfg, model_dir, data.samples, resume_allow_changes=resume_allow_changes)
     try:
@@ -149,7 +150,8 @@ def heldout_early_exit(cfg: Config, policy_dir: str) -> dict[str, Any]:
 
     from launch.infer import run_inference
     from rl.data.synthetic import generate_synthetic
-    from rollout.engine import EngineSpec, build_engine
+    from rollout.backends import build_engine
+    from rollout.engine import EngineSpec
 
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     heldout_dir = Path(cfg.data.synthetic_dir + "-heldout")

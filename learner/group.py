@@ -18,8 +18,8 @@ import torch
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from learner.params import ParamMeta
-from learner.sync import SyncGroupSpec
+from rl.weight_sync.protocol import ParamMeta
+from rl.weight_sync.protocol import SyncGroupSpec
 from learner.worker import LearnerWorker
 from rl.config import Config
 from rl.pixels import strip_pixels

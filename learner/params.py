@@ -17,9 +17,6 @@ section 4). `is_trainable` is the one place that rule lives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Optional
-
 import torch
 
 VISION_PREFIX = "model.visual."
@@ -47,61 +44,3 @@ def apply_freeze(model: torch.nn.Module, freeze_vision: bool = True) -> None:
 def decays(name: str, shape: tuple[int, ...]) -> bool:
     """Weight decay on matrices and embeddings only, not on biases and norm gains (1-D), as HF Trainer/TRL do."""
     return len(shape) >= 2 and not name.endswith(".bias")
-
-
-@dataclass(frozen=True)
-class ParamMeta:
-    """What the receiving side of a weight sync needs to know about one trainable tensor."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-    @property
-    def nbytes(self) -> int:
-        numel = 1
-        for dim in self.shape:
-            numel *= dim
-        return numel * torch.empty((), dtype=self.dtype).element_size()
-
-
-def plan_buckets(metas: Iterable[ParamMeta], bucket_bytes: int) -> list[list[ParamMeta]]:
-    """Consecutive tensors grouped into buckets of at most `bucket_bytes` (a larger tensor travels alone).
-
-    Sender and receiver derive the same plan from the same metadata, so buckets need no headers.
-    """
-    buckets: list[list[ParamMeta]] = []
-    current: list[ParamMeta] = []
-    size = 0
-    for meta in metas:
-        if current and size + meta.nbytes > bucket_bytes:
-            buckets.append(current)
-            current, size = [], 0
-        current.append(meta)
-        size += meta.nbytes
-    if current:
-        buckets.append(current)
-    return buckets
-
-
-def mismatches(
-    metas: Iterable[ParamMeta],
-    known: Mapping[str, tuple[int, ...]],
-    dtype: torch.dtype,
-    rename: Callable[[str], Optional[str]] = lambda name: name,
-) -> list[str]:
-    """Why `metas` (the learner's sync list) do not fit a model whose tensors are `known` (name -> shape).
-
-    `rename` maps a learner name into `known`'s naming (e.g. vLLM's HF-to-vLLM mapper; None: no
-    such tensor); every tensor must be `dtype`, the receiving model's. Empty when everything fits.
-    """
-    out = []
-    for meta in metas:
-        name = rename(meta.name)
-        if name is None or name not in known:
-            out.append(f"{meta.name}: not in the engine's model")
-        elif tuple(known[name]) != meta.shape:
-            out.append(f"{meta.name}: learner {meta.shape}, engine {tuple(known[name])}")
-        if meta.dtype != dtype:
-            out.append(f"{meta.name}: learner {meta.dtype}, engine {dtype}")
-    return out

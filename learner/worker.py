@@ -38,9 +38,11 @@ import torch.distributed as dist
 
 from learner.batch import MicroBatch, Sequence, collate, collate_shared, group_units, plan_micro_batches, response_logprobs
 from learner.lockstep import install_vision_lockstep
-from learner.params import ParamMeta, apply_freeze, decays, plan_buckets
+from learner.params import apply_freeze, decays
+from rl.weight_sync.protocol import ParamMeta, plan_buckets
 from learner.prefix import SHARED_PREFIX_ATTENTION, prompt_groups
-from learner.sync import SyncGroupSpec, WeightSender, free_port
+from rl.weight_sync.broadcast import WeightSender, free_port
+from rl.weight_sync.protocol import SyncGroupSpec
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, behaviour_weights, policy_loss
 from rl.mrope import load_vl_model

@@ -83,7 +83,7 @@ class DataConfig(_Section):
     shuffle: bool = True
     seed: int = 0
     num_builders: Optional[int] = Field(default=None, ge=0)
-    """Input-builder actors that decode media and render prompts in parallel (rl.builders).
+    """Input-builder actors that decode media and render prompts in parallel (launch.builders).
     None: as many as the cluster's free CPUs allow once engines, learner and reward workers are
     placed (at least one when any CPU is free); 0: build in the driver, one prompt after another."""
     builder_cpus: float = Field(default=1.0, gt=0)
@@ -306,7 +306,7 @@ def to_yaml(cfg: Config) -> str:
 RESUME_NEUTRAL_KEYS: tuple[str, ...] = (
     # where things live (the dataset's content is checked by its fingerprint, rl.checkpoint)
     "data.train", "data.media_root", "data.synthetic_dir", "data.video_cache_size",
-    # who builds the prompts and how far ahead: the stream's order is kept exactly (rl.builders)
+    # who builds the prompts and how far ahead: the stream's order is kept exactly (launch.builders)
     "data.num_builders", "data.builder_cpus", "data.prefetch_rounds",
     "trainer.run_dir", "trainer.save_every", "trainer.keep_last",
     # how long the run goes: the data order of epoch e depends on (trainer.seed, e) only

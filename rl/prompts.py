@@ -193,7 +193,7 @@ class PromptRenderer:
         """`prompts` defaults to the official training strings; inference passes `Prompts.official(False)`."""
         from transformers import AutoProcessor
 
-        from rl.tiny import model_family
+        from rl.family import model_family
 
         self.family = model_family(model_dir)
         self.processor = AutoProcessor.from_pretrained(model_dir)

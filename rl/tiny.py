@@ -15,8 +15,8 @@ from typing import Literal
 
 import torch
 
-Family = Literal["qwen2_5_vl", "qwen3_vl"]
-FAMILIES: tuple[str, ...] = ("qwen2_5_vl", "qwen3_vl")
+from rl.family import FAMILIES, Family
+
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -192,12 +192,3 @@ def build_tiny(family: Family, out_dir: str | Path, *, hidden: int = 128, layers
     build_processor(family, tokenizer).save_pretrained(out)
     (out / "thinkonce_tiny.json").write_text(json.dumps({"family": family, "hidden": hidden, "layers": layers, "seed": seed}))
     return out
-
-
-def model_family(model_dir: str | Path) -> Family:
-    """`qwen2_5_vl` or `qwen3_vl`, read from the model's config.json."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    model_type = config.get("model_type", "")
-    if model_type in ("qwen2_5_vl", "qwen3_vl"):
-        return model_type  # type: ignore[return-value]
-    raise ValueError(f"{model_dir}: model_type '{model_type}' is not supported (expected one of {FAMILIES})")

@@ -148,7 +148,8 @@ def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> P
             raise FileNotFoundError(f"model.path {model.path}: not an HF model directory (no config.json)")
         return path
     from rl.data.synthetic import generate_synthetic
-    from rl.tiny import FAMILIES, build_tiny
+    from rl.family import FAMILIES
+    from rl.tiny import build_tiny
 
     family = model.path.split(":", 1)[1]
     if family not in FAMILIES:

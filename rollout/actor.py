@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence
 
-from learner.params import ParamMeta
-from learner.sync import SyncGroupSpec
 from rl.pixels import with_media
 from rl.runtime import configure_environment, runtime_env_vars
 from rl.types import Generation, ModelInput
-from rollout.engine import EngineSpec, NamedTensors, build_engine
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec
+from rollout.backends import build_engine
+from rollout.engine import EngineSpec, NamedTensors
 from rollout.sampling import SamplingSettings
 
 

@@ -19,11 +19,11 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from learner.params import ParamMeta
-from learner.sync import SyncGroupSpec, WeightReceiver
 from rl.mrope import load_vl_model
 from rl.pixels import PixelMaker
 from rl.types import Generation, ModelInput
+from rl.weight_sync.broadcast import WeightReceiver
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec
 from rollout.engine import NamedTensors, checked_prefixes, prompt_seed
 from rollout.sampling import SamplingSettings, response_text, suppressed_token_ids
 

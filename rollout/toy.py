@@ -17,7 +17,7 @@ import torch
 
 from rl.mrope import load_vl_model
 from rl.prompts import PromptRenderer, Prompts
-from rl.tiny import model_family
+from rl.family import model_family
 from rl.types import Clip, ModelInput, Sample
 from rl.warmstart import response_loss, save_model_dir
 

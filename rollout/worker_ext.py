@@ -13,10 +13,9 @@ from typing import Iterable, Iterator, Optional
 import torch
 from safetensors import safe_open
 
-from learner.params import ParamMeta, mismatches
-from learner.sync import SyncGroupSpec, WeightReceiver
 from rl.runtime import quiet_repeated_warnings
-
+from rl.weight_sync.broadcast import WeightReceiver
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec, mismatches
 
 # A GPU worker is its own process: it keeps vLLM's per-sync reload warnings to one each, too.
 quiet_repeated_warnings()

@@ -1,4 +1,4 @@
-"""Prompt building off the driver (rl.builders): same prompts, same order and stream position as the
+"""Prompt building off the driver (launch.builders): same prompts, same order and stream position as the
 serial loop, with skips, prefetched rounds, refills that rewind later rounds, and a killed builder;
 the frames stay in the object store and outlive the builder that made them."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rl.builders import BuilderPool, RoundBuilder
+from launch.builders import BuilderPool, RoundBuilder
 from rl.config import DataConfig
 from rl.data.synthetic import generate_synthetic
 from rl.inputs import InputBuilder

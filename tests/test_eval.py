@@ -143,7 +143,8 @@ def test_readers_of_every_benchmark_format(tmp_path, videos):
 
 @pytest.fixture(scope="module")
 def engine(toy_dir):
-    from rollout.engine import EngineSpec, VLLMEngine
+    from rollout.engine import EngineSpec
+    from rollout.vllm_engine import VLLMEngine
 
     return VLLMEngine(EngineSpec(model_dir=str(toy_dir), max_model_len=2048, enforce_eager=True))
 

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from learner.batch import Sequence, collate, plan_micro_batches, response_logprobs
-from learner.params import ParamMeta, is_trainable, plan_buckets
-from learner.sync import SyncGroupSpec, WeightReceiver
+from learner.params import is_trainable
+from rl.weight_sync.protocol import ParamMeta, plan_buckets
+from rl.weight_sync.broadcast import WeightReceiver
+from rl.weight_sync.protocol import SyncGroupSpec
 from learner.worker import Learner, distributed_env, free_port, lr_factor
 from rl.config import Config
 from rl.mrope import load_vl_model

@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-from rollout.engine import EngineSpec, VLLMEngine
+from rollout.engine import EngineSpec
+from rollout.vllm_engine import VLLMEngine
 from rollout.hf_engine import HFEngine
 from rollout.sampling import SamplingSettings, suppressed_token_ids
 from rollout.toy import toy_inputs, toy_samples

@@ -8,8 +8,9 @@ import time
 import pytest
 import torch
 
-from learner.params import ParamMeta
-from learner.sync import SyncGroupSpec, SyncTimeout, WeightReceiver, WeightSender, free_port
+from rl.weight_sync.protocol import ParamMeta
+from rl.weight_sync.broadcast import WeightReceiver, WeightSender, free_port
+from rl.weight_sync.protocol import SyncGroupSpec, SyncTimeout
 
 METAS = [
     ParamMeta("a.weight", (64, 32), torch.float32),

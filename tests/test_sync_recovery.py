@@ -61,7 +61,7 @@ def _kill_mid_sync(trainer, slot: int) -> dict:
 @pytest.mark.parametrize("zero_stage,engines", [(3, 2), (2, 1)])
 def test_engine_killed_mid_sync_run_completes_with_the_restart_counted(tiny_qwen25, tmp_path, caplog, zero_stage, engines):
     from launch.placement import init_ray
-    from rl.trainer import LearnerDied, Trainer
+    from launch.trainer import LearnerDied, Trainer
 
     cfg = _config(tiny_qwen25, tmp_path, zero_stage, engines)
     samples = generate_synthetic(cfg.data.synthetic_dir, cfg.data.synthetic_num_samples, seed=0)

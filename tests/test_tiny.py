@@ -20,7 +20,8 @@ from rl.prompts import (
     plain_think_tokenizer,
     user_text,
 )
-from rl.tiny import build_tiny, model_family
+from rl.family import model_family
+from rl.tiny import build_tiny
 from rl.types import Clip, Sample
 
 FAMILIES = ["qwen2_5_vl", "qwen3_vl"]

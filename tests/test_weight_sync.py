@@ -9,8 +9,9 @@ import pytest
 import ray
 
 from learner.group import LearnerGroup
-from learner.params import ParamMeta
-from learner.sync import SyncGroupSpec, free_port
+from rl.weight_sync.protocol import ParamMeta
+from rl.weight_sync.broadcast import free_port
+from rl.weight_sync.protocol import SyncGroupSpec
 from rl.config import load_config
 from rl.data.synthetic import generate_synthetic
 from rl.inputs import InputBuilder

@@ -263,7 +263,8 @@ def load_benchmark(path: PathLike, name: str = "auto", media_root: Optional[Path
     the folder holding `json/`). Records that do not fit and unusable videos are skipped and
     counted; a file that cannot be read raises BenchmarkError (or the loader's DataError).
     """
-    from rl.data.loaders import check_media, load_dataset
+    from rl.data.loaders import load_dataset
+    from rl.data.media import check_media
 
     path = Path(path)
     if not path.exists():

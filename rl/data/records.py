@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 from rl.types import PROBLEM_TYPES, Answer, Sample
 
@@ -27,6 +28,13 @@ WARN_LIMIT = 20
 
 _LABEL = re.compile(r"^\s*(?:\(([A-Z])\)|([A-Z])\s*[.):：]|\[([A-Z])\])\s*")
 _BARE_LETTER = re.compile(r"^\s*\(?\[?([A-Z])\]?\)?\s*(?:[.):：]\s*.*)?$", re.S)
+
+
+PathLike = Union[str, os.PathLike]
+
+
+class DataError(ValueError):
+    """A whole input file (or data_config entry) that cannot be used; the message names it."""
 
 
 class RecordError(ValueError):

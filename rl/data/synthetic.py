@@ -26,7 +26,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from rl.data.loaders import jsonl_bytes
+from rl.data.files import jsonl_bytes
 from rl.data.records import LETTERS, validate_sample
 from rl.prompts import choice_question
 from rl.types import Sample

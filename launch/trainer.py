@@ -36,7 +36,7 @@ import torch
 from learner.group import LearnerGroup
 from reward.pool import RewardPool
 from launch.placement import required
-from rl.builders import BuilderPool, RoundBuilder
+from launch.builders import BuilderPool, RoundBuilder
 from rl.checkpoint import (CheckpointManager, Manifest, capture_rng, check_resume, dataset_fingerprint, restore_rng,
                            write_dataset_ids)
 from rl.config import Config, to_yaml
@@ -54,7 +54,7 @@ log = logging.getLogger("thinkonce.trainer")
 
 @dataclass
 class RolloutJob:
-    """One round's generation and scoring, run in the background (rl.trainer.Trainer._launch)."""
+    """One round's generation and scoring, run in the background (launch.trainer.Trainer._launch)."""
 
     step: int
     prompts: list[ModelInput]

@@ -25,67 +25,13 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 
-from learner.params import ParamMeta, plan_buckets
-
-
-class SyncTimeout(RuntimeError):
-    """A weight-sync collective missed its deadline or was abandoned: a peer (engine or learner) is dead or stuck."""
-
-
-class AbandonFlag:
-    """Per-sync failure flag in the group's TCPStore (hosted by learner rank 0): set once, seen by all.
-
-    Sender and receivers count syncs the same way (one `next_sync` per send / receive), so the key
-    `abandon/<n>` names the same sync on every member; a new group starts from 0.
-    """
-
-    POLL_S = 0.05
-
-    def __init__(self, store: dist.Store) -> None:
-        self.store = store
-        self.sync = 0
-        self._polled = 0.0
-
-    def next_sync(self) -> None:
-        self.sync += 1
-
-    def raise_flag(self, reason: str) -> None:
-        """Tell every member this sync is abandoned; the first reason stays (best effort: the store's host may be dead)."""
-        try:
-            self.store.compare_set(f"abandon/{self.sync}", "", reason[:1000])
-        except Exception:
-            pass
-
-    def raised(self) -> Optional[str]:
-        """The reason, once some member abandoned this sync (polled at most every POLL_S)."""
-        now = time.monotonic()
-        if now - self._polled < self.POLL_S:
-            return None
-        self._polled = now
-        key = f"abandon/{self.sync}"
-        try:
-            return self.store.get(key).decode() if self.store.check([key]) else None
-        except Exception as exc:
-            return f"the group's store (on learner rank 0) is unreachable: {exc}"
-
-
-@dataclass(frozen=True)
-class SyncGroupSpec:
-    """How to reach the sync group; handed to every member once."""
-
-    host: str
-    port: int
-    world_size: int
-    backend: str
-    timeout_s: float
-    bucket_bytes: int
+from rl.weight_sync.protocol import AbandonFlag, ParamMeta, SyncGroupSpec, SyncTimeout, as_bytes, plan_buckets
 
 
 def free_port() -> int:
@@ -222,7 +168,7 @@ class WeightSender:
         in_flight: deque[tuple[dist.Work, str]] = deque()
         cuda = self.device.type == "cuda"
         for i, bucket in enumerate(self.buckets):
-            flats = [_as_bytes(next(source), meta) for meta in bucket]
+            flats = [as_bytes(next(source), meta) for meta in bucket]
             payload = _back_to_back(flats) if stable else None
             if len(in_flight) == 2:  # bucket i-2 used the buffer we may pack into now
                 work, what = in_flight.popleft()
@@ -247,13 +193,6 @@ class WeightSender:
     def close(self) -> None:
         """Release the group's connections (a new group is formed after an engine restart)."""
         self.group.shutdown()
-
-
-def _as_bytes(tensor: torch.Tensor, meta: ParamMeta) -> torch.Tensor:
-    """The tensor's bytes as a flat uint8 view, after checking it is what was agreed."""
-    if tuple(tensor.shape) != meta.shape or tensor.dtype != meta.dtype:
-        raise ValueError(f"weight sync: {meta.name} is {tuple(tensor.shape)} {tensor.dtype}, agreed {meta.shape} {meta.dtype}")
-    return tensor.detach().contiguous().view(-1).view(torch.uint8)
 
 
 def _back_to_back(flats: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
