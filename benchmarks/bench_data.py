@@ -79,8 +79,8 @@ def main() -> None:
     import numpy as np
     import ray
 
-    from learner.group import for_learner
     from launch.builders import BuilderPool, RoundBuilder
+    from learner.group import for_learner
     from rl.config import DataConfig
     from rl.inputs import InputBuilder
     from rl.pixels import with_media

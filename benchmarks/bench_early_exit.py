@@ -27,8 +27,8 @@ from rl.runtime import configure_environment  # noqa: E402
 configure_environment("cpu")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the one JSON object
 
-from rollout.early_exit import MODES, EarlyExitDecoder  # noqa: E402
 from rollout.backends import build_engine  # noqa: E402
+from rollout.early_exit import MODES, EarlyExitDecoder  # noqa: E402
 from rollout.engine import EngineSpec  # noqa: E402
 from rollout.toy import confident_model, toy_inputs, toy_samples  # noqa: E402
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rl.config import Config  # noqa: E402
 from rl.grpo import group_advantages  # noqa: E402
-from rl.prompts import PromptRenderer  # noqa: E402
+from rl.render import PromptRenderer  # noqa: E402
 from rl.runtime import configure_environment  # noqa: E402
 from rl.types import Clip, Sample  # noqa: E402
 

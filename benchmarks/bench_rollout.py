@@ -30,10 +30,10 @@ configure_environment("cpu")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the one JSON object
 
 from rollout.engine import EngineSpec  # noqa: E402
-from rollout.vllm_engine import VLLMEngine  # noqa: E402
 from rollout.hf_engine import HFEngine  # noqa: E402
 from rollout.sampling import SamplingSettings  # noqa: E402
 from rollout.toy import toy_inputs, toy_samples  # noqa: E402
+from rollout.vllm_engine import VLLMEngine  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "bench"
 

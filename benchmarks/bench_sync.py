@@ -30,9 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rl.weight_sync.protocol import ParamMeta  # noqa: E402
 from rl.weight_sync.broadcast import WeightReceiver, WeightSender, broadcast, free_port  # noqa: E402
-from rl.weight_sync.protocol import SyncGroupSpec  # noqa: E402
+from rl.weight_sync.protocol import (
+    ParamMeta,  # noqa: E402
+    SyncGroupSpec,  # noqa: E402
+)
 
 
 def transformer_like(total_bytes: int, hidden: int = 1024) -> list[ParamMeta]:

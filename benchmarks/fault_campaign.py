@@ -120,10 +120,10 @@ def in_process(fault: str, args: argparse.Namespace, model_dir: Path, work: Path
     import ray
 
     from launch.placement import init_ray
+    from launch.trainer import Trainer
     from rl.config import load_config
     from rl.data.loaders import load_from_config
     from rl.data.synthetic import generate_synthetic
-    from launch.trainer import Trainer
 
     data_dir, run_dir = work / "data", work / "run"
     argv = overrides(args, model_dir, data_dir, run_dir)

@@ -1,1 +1,1 @@
-"""Command-line entry points and cluster placement."""
+"""The top layer: the driver (trainer loop, prompt builders, placement) and the command-line entry points."""

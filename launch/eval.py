@@ -51,8 +51,8 @@ class DecoderActor:
 
     def __init__(self, spec: Any, tau: float, max_new_tokens: int) -> None:
         from rl.runtime import configure_environment
-        from rollout.early_exit import EarlyExitDecoder
         from rollout.backends import build_engine
+        from rollout.early_exit import EarlyExitDecoder
 
         configure_environment(spec.device, in_actor=True, kvcache_gib=spec.cpu_kvcache_gib)
         self.decoder = EarlyExitDecoder(build_engine(spec), tau=tau, max_new_tokens=max_new_tokens)

@@ -22,27 +22,15 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from rl.config import Config, ModelConfig, load_config
+from rl.problems import problem
+from rl.problems.grounding import IOU_THRESHOLDS
 from rl.types import Sample
 from rollout.early_exit import EarlyExitDecoder, EarlyExitResult, Mode, default_tau
 
-IOU_THRESHOLDS = (0.3, 0.5, 0.7)
-
 
 def score_answer(sample: Sample, answer: str) -> dict[str, Any]:
-    """Reward, correctness and (grounding) IoU of one final answer."""
-    from reward.tasks import GQA_SEPARATOR, exact_match_reward, iou_reward, task_reward
-
-    if sample.problem_type == "iou":
-        iou = iou_reward(answer, sample.answer)
-        return {"reward": iou, "correct": iou > 0.5, "iou": iou}
-    if sample.problem_type == "gqa":
-        gt = sample.answer
-        parts = answer.split(GQA_SEPARATOR)
-        acc = exact_match_reward(parts[0], gt["answer"])  # type: ignore[index]
-        iou = iou_reward(parts[-1], gt["segment"])  # type: ignore[index]
-        return {"reward": acc + iou, "correct": acc > 0.5, "iou": iou}
-    reward = task_reward(answer, sample.answer, sample.problem_type)
-    return {"reward": reward, "correct": reward > 0.5}
+    """Reward, correctness and (grounding) IoU of one final answer, as its problem type scores it."""
+    return problem(sample.problem_type).score(answer, sample.answer)
 
 
 def _metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -116,8 +104,8 @@ def run_inference(
     """
     from rl.data.loaders import load_dataset, load_from_config
     from rl.data.records import DataError
-    from rl.inputs import InputBuilder, SampleError
     from rl.family import model_family
+    from rl.inputs import InputBuilder, SampleError
     from rollout.backends import build_engine
     from rollout.engine import EngineSpec
 

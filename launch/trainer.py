@@ -33,12 +33,19 @@ from typing import Optional, Sequence
 
 import torch
 
+from launch.builders import BuilderPool, RoundBuilder
+from launch.placement import required
 from learner.group import LearnerGroup
 from reward.pool import RewardPool
-from launch.placement import required
-from launch.builders import BuilderPool, RoundBuilder
-from rl.checkpoint import (CheckpointManager, Manifest, capture_rng, check_resume, dataset_fingerprint, restore_rng,
-                           write_dataset_ids)
+from rl.checkpoint import (
+    CheckpointManager,
+    Manifest,
+    capture_rng,
+    check_resume,
+    dataset_fingerprint,
+    restore_rng,
+    write_dataset_ids,
+)
 from rl.config import Config, to_yaml
 from rl.grpo import group_advantages
 from rl.inputs import InputBuilder

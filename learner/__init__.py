@@ -1,1 +1,1 @@
-"""The DeepSpeed learner: worker, group (one torch.distributed world) and weight sync to the engines."""
+"""The DeepSpeed learner: worker and group (one torch.distributed world); it sends weights through rl.weight_sync."""

@@ -18,13 +18,12 @@ import torch
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rl.weight_sync.protocol import ParamMeta
-from rl.weight_sync.protocol import SyncGroupSpec
 from learner.worker import LearnerWorker
 from rl.config import Config
 from rl.pixels import strip_pixels
 from rl.runtime import resolve_device, runtime_env_vars
 from rl.types import Generation, ModelInput
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec
 
 
 class LearnerGroup:

@@ -1,4 +1,4 @@
-"""Which parameters train, which decay, and how they are named and bucketed for weight sync.
+"""Which parameters train and which decay (their sync metadata and buckets: rl.weight_sync.protocol).
 
 Parameter names, as checked on transformers 5.19 and vLLM 0.32:
 

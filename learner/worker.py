@@ -39,16 +39,15 @@ import torch.distributed as dist
 from learner.batch import MicroBatch, Sequence, collate, collate_shared, group_units, plan_micro_batches, response_logprobs
 from learner.lockstep import install_vision_lockstep
 from learner.params import apply_freeze, decays
-from rl.weight_sync.protocol import ParamMeta, plan_buckets
 from learner.prefix import SHARED_PREFIX_ATTENTION, prompt_groups
-from rl.weight_sync.broadcast import WeightSender, free_port
-from rl.weight_sync.protocol import SyncGroupSpec
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, behaviour_weights, policy_loss
 from rl.mrope import load_vl_model
 from rl.pixels import PixelMaker
 from rl.runtime import Device, configure_environment, resolve_device
 from rl.types import ModelInput
+from rl.weight_sync.broadcast import WeightSender, free_port
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec, plan_buckets
 
 # DeepSpeed's ZeRO calls torch collectives that torch 2.13 marks deprecated, once per bucket.
 warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)

@@ -34,9 +34,9 @@ import string
 from typing import Any, Optional, Sequence
 
 from rl.grammar import last_boxed
+from rl.problems.grounding import IOU_THRESHOLDS
 
 Segment = tuple[float, float]
-IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 IOP_THRESHOLDS = (0.3, 0.5)
 
 ANSWER_PREFIXES = (

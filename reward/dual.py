@@ -2,7 +2,7 @@
 
     R = w1 * R_task(a1) + w2 * R_task(a2) + lambda_fmt * R_fmt + alpha * R_fallback
 
-R_fmt is 1 when the grammar holds; R_fallback is 1 when a1 is the fallback string and
+R_task is the problem type's own reward (rl.problems). R_fmt is 1 when the grammar holds; R_fallback is 1 when a1 is the fallback string and
 R_task(a2) > fallback_threshold. The maximum is 3.0 (5.0 for gqa, whose task reward is in [0, 2]).
 The fallback a1 is no answer, so its R_task is 0 without asking the task (math-verify would spend
 ~10 ms reading the sentence as a product of symbols, to the same 0).
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from reward.tasks import MATH_TIMEOUT_S, check_answer, task_reward
 from rl.grammar import parse_response
+from rl.problems import problem
+from rl.problems.math_answer import MATH_TIMEOUT_S
 from rl.types import Answer, RewardBreakdown
 
 
@@ -34,13 +35,14 @@ def score(
     `math_timeout_s` is math-verify's own alarm per call; RewardScorer passes None because it
     enforces one wall-clock alarm around the whole sample instead.
     """
-    check_answer(answer, problem_type)
+    task = problem(problem_type)
+    task.check(answer)
     parsed = parse_response(response)
-    r1 = 0.0 if parsed.is_fallback else task_reward(parsed.a1, answer, problem_type, math_timeout_s=math_timeout_s)
+    r1 = 0.0 if parsed.is_fallback else task.reward(parsed.a1, answer, math_timeout_s=math_timeout_s)
     if parsed.a2 == parsed.a1:
         r2 = r1
     else:
-        r2 = task_reward(parsed.a2, answer, problem_type, math_timeout_s=math_timeout_s)
+        r2 = task.reward(parsed.a2, answer, math_timeout_s=math_timeout_s)
     fmt = 1.0 if parsed.format_ok else 0.0
     fallback = 1.0 if parsed.is_fallback and r2 > fallback_threshold else 0.0
     return RewardBreakdown(

@@ -35,9 +35,10 @@ import ray
 from ray.exceptions import RayActorError
 
 from reward.scorer import Item, RewardScorer, timed_out
-from reward.tasks import check_answer
 from rl.config import RewardConfig
+from rl.problems import problem
 from rl.types import RewardBreakdown
+
 
 @ray.remote(max_concurrency=1, max_restarts=0)
 class RewardWorker:
@@ -158,7 +159,7 @@ class RewardPool:
         if not self._workers:
             raise RuntimeError("this RewardPool was shut down")
         for _, answer, problem_type in items:
-            check_answer(answer, problem_type)
+            problem(problem_type).check(answer)
         batch = _Batch(list(items), self.min_chunk, self.max_chunk, len(self._workers))
         try:
             while batch.unscored:

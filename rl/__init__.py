@@ -1,1 +1,1 @@
-"""Everything independent of any actor: config, response grammar, prompts, data, GRPO math, the trainer loop."""
+"""The base layer, no actors: config, types, grammar, GRPO math, problem types, data, prompts, metrics, checkpoint format, weight-sync protocol."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from rl.config import DataConfig
 from rl.data.video import MediaError, VideoLoader, VideoSampling, load_image
-from rl.prompts import PromptRenderer, Prompts
+from rl.prompts import Prompts
+from rl.render import PromptRenderer
 from rl.types import ModelInput, Sample
 
 

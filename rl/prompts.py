@@ -1,4 +1,4 @@
-"""Every prompt of ThinkOnce, in one place, and their rendering into model inputs (method.md section 2).
+"""Every prompt string of ThinkOnce, in one place (method.md section 2); rl.render renders them.
 
 All strings are the official ones, verbatim: the released checkpoints know them. The system prompt
 has two variants: training uses it WITHOUT a trailing newline (what the checkpoints were trained
@@ -6,7 +6,7 @@ on), inference/evaluation WITH one (what the official evaluation code sends). A 
 strings of one role; `Prompts.from_config(data, training=...)` applies `data.system_prompt` (text or
 a file) and `data.prompts` (a YAML file overriding any user-turn template).
 
-The user turn is the visual item, then the text:
+The user turn is the visual item, then the text its problem type writes (`rl.problems`):
 
     iou            GROUNDING_TEMPLATE with {description}                 (no answer suffix)
     gqa            GROUNDED_QA_TEMPLATE with {question} and {options}    (no answer suffix)
@@ -15,23 +15,23 @@ The user turn is the visual item, then the text:
 The question body of a multiple-choice item is laid out by its source as trained (VideoR1:
 `{problem}Options:\n` + one `A. x\n` per option, no newline after the problem; TVBench and our
 synthetic tasks: `Question: {question}\nOptions:\n` + `A. x\n` lines): the loaders build it with
-the layout functions below, so `Sample.question` is the body. `PromptRenderer` turns a `Sample` plus
-its decoded `Clip` into a `ModelInput` through the model's own processor and chat template, so a
-real checkpoint and a tiny one take the same path.
+the layout functions below, so `Sample.question` is the body.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import yaml
 
-from rl.data.records import LETTERS
-from rl.types import Clip, ModelInput, Sample
+LETTERS = string.ascii_uppercase
+"""Option letters, in order: option i is labelled LETTERS[i]."""
+
 
 if TYPE_CHECKING:
     from rl.config import DataConfig
@@ -136,107 +136,6 @@ class Prompts:
                 raise ValueError(f"data.prompts: {data.prompts} must map some of {sorted(allowed)} to strings")
             fields.update(overrides)
         return cls(**fields)
-
-
-def user_text(sample: Sample, prompts: Prompts = Prompts()) -> str:
-    """The text part of the user message, by problem type (see the module docstring)."""
-    if sample.problem_type == "iou":
-        return fill(prompts.grounding, description=sample.question)
-    if sample.problem_type == "gqa":
-        return fill(prompts.grounded_qa, question=sample.question, options="\n".join(option_lines(sample.options or [])))
-    return sample.question + prompts.answer_suffix
-
-
-def messages(sample: Sample, prompts: Prompts = Prompts()) -> list[dict[str, Any]]:
-    """Chat messages in the Qwen-VL content-list form: visual item first, then the text."""
-    content: list[dict[str, Any]] = []
-    if sample.media_kind == "video":
-        content.append({"type": "video"})
-    elif sample.media_kind == "image":
-        content.append({"type": "image"})
-    content.append({"type": "text", "text": user_text(sample, prompts)})
-    return [
-        {"role": "system", "content": [{"type": "text", "text": prompts.system}]},
-        {"role": "user", "content": content},
-    ]
-
-
-def video_metadata(clip: Clip, family: str = "qwen3_vl") -> dict[str, Any]:
-    """Per-video metadata of a pre-sampled clip (Qwen3-VL needs it and must not resample).
-
-    Qwen2.5-VL's processors (transformers 5.x and vLLM alike) ignore an `fps` kwarg and derive
-    second_per_grid_ts = temporal_patch / sampled_fps from this metadata (no metadata: 24 fps;
-    a clip's source indices: n / total_frames * fps, wrong for a windowed clip). Describing the
-    clip as its own T frames at `sample_fps` makes both give the fps qwen-vl-utils gives.
-    """
-    t, h, w = clip.frames.shape[:3]
-    if family == "qwen2_5_vl":
-        fps, total, indices = clip.sample_fps, t, list(range(t))
-    else:
-        fps, total, indices = clip.video_fps, clip.total_frames, list(clip.indices)
-    return {
-        "fps": fps,
-        "total_num_frames": total,
-        "frames_indices": indices,
-        "duration": clip.duration,
-        "height": h,
-        "width": w,
-        "video_backend": "decord",
-        "do_sample_frames": False,
-    }
-
-
-class PromptRenderer:
-    """Renders samples into `ModelInput`s with a model's processor (loaded once per process)."""
-
-    def __init__(self, model_dir: str, prompts: Optional[Prompts] = None) -> None:
-        """`prompts` defaults to the official training strings; inference passes `Prompts.official(False)`."""
-        from transformers import AutoProcessor
-
-        from rl.family import model_family
-
-        self.family = model_family(model_dir)
-        self.processor = AutoProcessor.from_pretrained(model_dir)
-        self.prompts = prompts or Prompts.official(training=True)
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
-
-    def render(self, sample: Sample, clip: Optional[Clip] = None, image: Any = None) -> ModelInput:
-        """Chat template + processor: token ids with expanded vision placeholders, HF and vLLM inputs."""
-        text = self.processor.apply_chat_template(messages(sample, self.prompts), add_generation_prompt=True, tokenize=False)
-        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
-        mm_data: dict[str, Any] = {}
-        if sample.media_kind == "video":
-            if clip is None:
-                raise ValueError(f"sample {sample.id}: a video sample needs its decoded clip")
-            kwargs.update(self._video_kwargs(clip))
-            mm_data["video"] = (clip.frames, video_metadata(clip, self.family))
-        elif sample.media_kind == "image":
-            if image is None:
-                raise ValueError(f"sample {sample.id}: an image sample needs its image")
-            kwargs["images"] = [image]
-            mm_data["image"] = image
-        out = self.processor(**kwargs)
-        hf_inputs = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
-        mm_kwargs = {k: kwargs[k] for k in ("fps", "do_resize") if k in kwargs}
-        return ModelInput(
-            sample=sample,
-            prompt_ids=out["input_ids"][0].tolist(),
-            engine_prompt_ids=self.tokenizer(text, add_special_tokens=False)["input_ids"],
-            mm_kwargs=mm_kwargs,
-            mm_data=mm_data,
-            hf_inputs=hf_inputs,
-        )
-
-    def _video_kwargs(self, clip: Clip) -> dict[str, Any]:
-        # Frames are already sampled and resized by the frame plan: the processor must do neither.
-        kwargs: dict[str, Any] = {"videos": [clip.frames], "do_sample_frames": False, "do_resize": False}
-        meta = video_metadata(clip, self.family)
-        meta.pop("do_sample_frames")
-        kwargs["video_metadata"] = [meta]
-        return kwargs
 
 
 THINK_TAGS = ("<think>", "</think>")

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from rl.family import FAMILIES, Family
-
+from rl.prompts import GROUNDED_QA_TEMPLATE, GROUNDING_TEMPLATE, SYSTEM_PROMPT, USER_SUFFIX
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -47,8 +46,6 @@ CHAT_TEMPLATE = (
 
 def _corpus() -> list[str]:
     """Text the tokenizer is trained on: the prompts, answer payloads, digits and LaTeX."""
-    from rl.prompts import GROUNDED_QA_TEMPLATE, GROUNDING_TEMPLATE, SYSTEM_PROMPT, USER_SUFFIX
-
     words = (
         "the a an is are what which how many colour color red green blue yellow white black square circle "
         "shape moving appears appear disappears video frame object objects left right top bottom when does "

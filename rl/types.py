@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-ProblemType = Literal["exact_match", "math", "iou", "gqa"]
-PROBLEM_TYPES: tuple[str, ...] = ("exact_match", "math", "iou", "gqa")
+ProblemType = str
+"""A name in `rl.problems.REGISTRY` (exact_match, math, iou, gqa): every rule of a type lives there."""
 
 Segment = list[float]
 """[start, end] in seconds."""

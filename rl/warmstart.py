@@ -24,8 +24,13 @@ import numpy as np
 import torch
 
 from rl.config import DataConfig, ModelConfig
-from rl.data.records import LETTERS
+from rl.data.synthetic import KINDS, generate_synthetic
+from rl.family import FAMILIES
+from rl.inputs import InputBuilder, SampleError
 from rl.mrope import load_vl_model
+from rl.problems import problem
+from rl.prompts import LETTERS
+from rl.tiny import build_tiny
 from rl.types import ModelInput, Sample
 
 ARTIFACTS = Path("artifacts")
@@ -34,32 +39,15 @@ THOUGHT = "Let me look at the frames again."
 gradient carries the answer signal, not the noise of picking among filler sentences."""
 
 
-def random_answer(sample: Sample, rng: np.random.Generator) -> str:
-    """A well-formed answer payload for `sample`'s task, drawn at random (not the ground truth)."""
-    if sample.problem_type in ("iou", "gqa"):
-        duration = sample.duration or 5.0
-        s = round(float(rng.uniform(0, duration * 0.6)), 1)
-        e = round(min(duration, s + float(rng.uniform(0.5, duration * 0.5))), 1)
-        interval = f"[{s:.1f}, {e:.1f}]"
-        if sample.problem_type == "iou":
-            return interval
-        return f"{'ABCD'[int(rng.integers(len(sample.options or 'AB')))]} <> {interval}"
-    if sample.options:
-        return "ABCDEFGH"[int(rng.integers(len(sample.options)))]
-    return str(int(rng.integers(0, 6)))
-
-
 def format_target(sample: Sample, rng: np.random.Generator) -> str:
     """`\\boxed{x}<think>...</think>\\boxed{x}` with a random well-formed x."""
-    answer = random_answer(sample, rng)
+    answer = problem(sample.problem_type).random_answer(sample, rng)
     return f"\\boxed{{{answer}}}<think>{THOUGHT}</think>\\boxed{{{answer}}}"
 
 
 def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: DataConfig, steps: int,
                *, lr: float = 2e-3, seed: int = 0) -> Path:
     """Supervised steps on format targets (loss on the response only), saved as an HF model dir."""
-    from rl.inputs import InputBuilder, SampleError
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     builder = InputBuilder(str(model_dir), data)
@@ -90,7 +78,7 @@ def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: 
 def letter_slot(tokenizer: Any, sample: Sample, target: list[int]) -> Optional[tuple[int, list[int]]]:
     """(index in `target` of a1's option letter, the token ids of every option letter), or None when
     a1 is not an option letter (counts, intervals) or the letters are not single tokens here."""
-    if not sample.options or sample.problem_type not in ("exact_match", "gqa"):
+    if not sample.options or not problem(sample.problem_type).letter_answer:
         return None
     prefix = tokenizer("\\boxed{", add_special_tokens=False)["input_ids"]
     letters = [tokenizer(letter, add_special_tokens=False)["input_ids"] for letter in LETTERS[: len(sample.options)]]
@@ -147,10 +135,6 @@ def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> P
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model.path {model.path}: not an HF model directory (no config.json)")
         return path
-    from rl.data.synthetic import generate_synthetic
-    from rl.family import FAMILIES
-    from rl.tiny import build_tiny
-
     family = model.path.split(":", 1)[1]
     if family not in FAMILIES:
         raise ValueError(f"model.path {model.path}: unknown tiny family, expected tiny:{' or tiny:'.join(FAMILIES)}")
@@ -159,8 +143,6 @@ def resolve_model_path(model: ModelConfig, data: DataConfig, seed: int = 0) -> P
         build_tiny(family, base, seed=seed)  # type: ignore[arg-type]
     if model.tiny_warm_start_steps == 0:
         return base
-    from rl.data.synthetic import KINDS
-
     # The format is taught on the families the run trains on (random answers either way); a run on
     # other families than the default mix gets a warm start of its own.
     kinds = tuple(data.synthetic_kinds)

@@ -15,9 +15,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rl.mrope import load_vl_model
-from rl.prompts import PromptRenderer, Prompts
 from rl.family import model_family
+from rl.mrope import load_vl_model
+from rl.prompts import Prompts
+from rl.render import PromptRenderer
+from rl.tiny import build_tiny
 from rl.types import Clip, ModelInput, Sample
 from rl.warmstart import response_loss, save_model_dir
 
@@ -107,8 +109,6 @@ are the evaluation variant that infer and eval render, rl.prompts), so no stale 
 
 def confident_model(artifacts: str | Path, family: str = "qwen2_5_vl", *, steps: Optional[int] = None) -> Path:
     """The toy confident model of `family` under `artifacts`, built (with its tiny base) if missing."""
-    from rl.tiny import build_tiny
-
     root = Path(artifacts)
     base = root / f"tiny-{family}"
     if not (base / "model.safetensors").is_file():

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from rl.runtime import configure_environment
 from rl.types import Generation, ModelInput
 from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec
-from rollout.engine import EngineSpec, Fanout, NamedTensors, VISION_BIAS, checked_prefixes, prompt_seed
+from rollout.engine import VISION_BIAS, EngineSpec, Fanout, NamedTensors, checked_prefixes, prompt_seed
 from rollout.sampling import SamplingSettings, suppressed_token_ids
 
 

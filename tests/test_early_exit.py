@@ -13,10 +13,10 @@ import pytest
 
 from rollout.early_exit import EarlyExitDecoder, a1_confidence, default_tau, is_confident, token_char_spans
 from rollout.engine import EngineSpec
-from rollout.vllm_engine import VLLMEngine
 from rollout.hf_engine import HFEngine
 from rollout.sampling import SamplingSettings
 from rollout.toy import toy_inputs, toy_samples
+from rollout.vllm_engine import VLLMEngine
 
 TAU = 0.97
 

@@ -15,15 +15,14 @@ import torch
 
 from learner.batch import Sequence, collate, plan_micro_batches, response_logprobs
 from learner.params import is_trainable
-from rl.weight_sync.protocol import ParamMeta, plan_buckets
-from rl.weight_sync.broadcast import WeightReceiver
-from rl.weight_sync.protocol import SyncGroupSpec
 from learner.worker import Learner, distributed_env, free_port, lr_factor
 from rl.config import Config
-from rl.mrope import load_vl_model
 from rl.grpo import group_advantages
-from rl.prompts import PromptRenderer
+from rl.mrope import load_vl_model
+from rl.render import PromptRenderer
 from rl.types import Clip, Generation, ModelInput, Sample
+from rl.weight_sync.broadcast import WeightReceiver
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec, plan_buckets
 
 G = 4
 STEPS = 3

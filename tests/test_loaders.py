@@ -12,9 +12,8 @@ import pytest
 from rl.config import DataConfig
 from rl.data.files import read_jsonl, write_jsonl, write_parquet
 from rl.data.loaders import load_dataset, load_from_config
-from rl.data.records import DataError
 from rl.data.miniature_release import build_miniature_release
-from rl.data.records import RecordError, validate_sample
+from rl.data.records import DataError, RecordError, validate_sample
 from rl.types import Sample
 
 

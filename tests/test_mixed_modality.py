@@ -20,7 +20,7 @@ from learner.group import LearnerGroup, group_shards, shuffled_order
 from learner.worker import Learner, distributed_env, free_port
 from rl.config import Config
 from rl.grpo import group_advantages
-from rl.prompts import PromptRenderer
+from rl.render import PromptRenderer
 from rl.types import Clip, ModelInput, Sample
 
 G = 2

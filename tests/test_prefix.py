@@ -24,7 +24,7 @@ from learner.prefix import prompt_groups  # noqa: E402
 from learner.worker import Learner, distributed_env, free_port  # noqa: E402
 from rl.config import Config  # noqa: E402
 from rl.mrope import load_vl_model  # noqa: E402
-from rl.prompts import PromptRenderer  # noqa: E402
+from rl.render import PromptRenderer  # noqa: E402
 from rl.types import Clip, ModelInput, Sample  # noqa: E402
 
 LOGP_ATOL = 1e-5

@@ -16,7 +16,7 @@ import yaml
 from rl.config import DataConfig
 from rl.data.loaders import load_dataset, load_from_config
 from rl.data.miniature_release import CONFIG, build_miniature_release
-from rl.prompts import user_text
+from rl.render import user_text
 from rl.types import Sample
 
 REPO = Path(__file__).resolve().parent.parent

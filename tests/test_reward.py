@@ -6,16 +6,12 @@ import pytest
 
 from reward import score
 from reward.scorer import RewardScorer
-from reward.tasks import (
-    exact_match_reward,
-    gqa_reward,
-    iou_reward,
-    math_reward,
-    normalize_answer,
-    parse_interval,
-    task_reward,
-)
 from rl.grammar import FALLBACK
+from rl.problems import problem
+from rl.problems.exact_match import exact_match_reward, normalize_answer
+from rl.problems.grounded_qa import gqa_reward
+from rl.problems.grounding import iou_reward, parse_interval
+from rl.problems.math_answer import math_reward
 from rl.types import RewardBreakdown
 
 
@@ -92,7 +88,7 @@ def test_unknown_problem_type_raises() -> None:
     with pytest.raises(ValueError, match=r"unknown problem_type 'ocr'; expected one of exact_match, math, iou, gqa"):
         score(response("A", "A"), "A", "ocr")
     with pytest.raises(ValueError, match="'ocr'"):
-        task_reward("A", "A", "ocr")
+        problem("ocr")
 
 
 def test_ground_truth_of_the_wrong_shape_raises() -> None:

@@ -15,7 +15,8 @@ from reward import score
 from reward.pool import RewardPool
 from reward.scorer import WARMUP_ITEMS, Item, RewardScorer
 from rl.config import RewardConfig
-from rl.types import PROBLEM_TYPES, RewardBreakdown
+from rl.problems import PROBLEM_TYPES
+from rl.types import RewardBreakdown
 
 STALL = "9^{9^{9^{9}}}"
 TIMED_OUT = RewardBreakdown(a1=0.0, a2=0.0, format=0.0, fallback=0.0, total=0.0, timed_out=True)

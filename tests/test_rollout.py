@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from rollout.engine import EngineSpec
-from rollout.vllm_engine import VLLMEngine
 from rollout.hf_engine import HFEngine
 from rollout.sampling import SamplingSettings, suppressed_token_ids
 from rollout.toy import toy_inputs, toy_samples
+from rollout.vllm_engine import VLLMEngine
 
 pytestmark = pytest.mark.slow
 

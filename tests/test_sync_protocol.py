@@ -8,9 +8,8 @@ import time
 import pytest
 import torch
 
-from rl.weight_sync.protocol import ParamMeta
 from rl.weight_sync.broadcast import WeightReceiver, WeightSender, free_port
-from rl.weight_sync.protocol import SyncGroupSpec, SyncTimeout
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec, SyncTimeout
 
 METAS = [
     ParamMeta("a.weight", (64, 32), torch.float32),

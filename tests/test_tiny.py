@@ -11,16 +11,10 @@ import torch
 
 from rl.config import DataConfig
 from rl.data.synthetic import generate_synthetic
-from rl.inputs import InputBuilder
-from rl.prompts import (
-    SYSTEM_PROMPT,
-    SYSTEM_PROMPT_EVAL,
-    PromptRenderer,
-    Prompts,
-    plain_think_tokenizer,
-    user_text,
-)
 from rl.family import model_family
+from rl.inputs import InputBuilder
+from rl.prompts import SYSTEM_PROMPT, SYSTEM_PROMPT_EVAL, Prompts, plain_think_tokenizer
+from rl.render import PromptRenderer, user_text
 from rl.tiny import build_tiny
 from rl.types import Clip, Sample
 

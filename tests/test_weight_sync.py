@@ -9,12 +9,11 @@ import pytest
 import ray
 
 from learner.group import LearnerGroup
-from rl.weight_sync.protocol import ParamMeta
-from rl.weight_sync.broadcast import free_port
-from rl.weight_sync.protocol import SyncGroupSpec
 from rl.config import load_config
 from rl.data.synthetic import generate_synthetic
 from rl.inputs import InputBuilder
+from rl.weight_sync.broadcast import free_port
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec
 from rollout.group import RolloutGroup
 from rollout.sampling import SamplingSettings
 

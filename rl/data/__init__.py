@@ -1,1 +1,1 @@
-"""Data: sample records, source loaders, video frame planning and decoding, synthetic tasks."""
+"""Data: sample records, the released sources, JSONL/Parquet files, media checks, video frames, synthetic tasks."""

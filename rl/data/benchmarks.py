@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from rl.data.loaders import load_dataset
+from rl.data.media import check_media
 from rl.data.records import (
     LETTERS,
     Dataset,
@@ -263,9 +265,6 @@ def load_benchmark(path: PathLike, name: str = "auto", media_root: Optional[Path
     the folder holding `json/`). Records that do not fit and unusable videos are skipped and
     counted; a file that cannot be read raises BenchmarkError (or the loader's DataError).
     """
-    from rl.data.loaders import load_dataset
-    from rl.data.media import check_media
-
     path = Path(path)
     if not path.exists():
         raise BenchmarkError(f"benchmark data not found: {path}")

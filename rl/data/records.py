@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import re
-import string
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
-from rl.types import PROBLEM_TYPES, Answer, Sample
+from rl.problems import PROBLEM_TYPES, problem
+from rl.problems.base import answer_text, number, segment
+from rl.prompts import LETTERS
+from rl.types import Answer, Sample
 
 logger = logging.getLogger(__name__)
 
-LETTERS = string.ascii_uppercase
 MEDIA_KINDS = ("video", "image", "none")
 WARN_LIMIT = 20
 """Skips logged one by one per reason; the rest are only counted."""
@@ -69,57 +69,35 @@ def answer_letter(answer: str, options: list[str]) -> Optional[str]:
     return LETTERS[hits[0]] if len(hits) == 1 else None
 
 
+def _checked(check: Callable[[Any], Any], value: Any, where: str, name: str) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise RecordError(where, name, str(exc)) from None
+
+
 def _number(value: Any, where: str, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordError(where, name, f"expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise RecordError(where, name, f"expected a finite number, got {value!r}")
-    return float(value)
+    return _checked(number, value, where, name)
 
 
 def _segment(value: Any, where: str, name: str) -> list[float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise RecordError(where, name, f"expected [start, end] in seconds, got {value!r}")
-    start, end = (_number(v, where, name) for v in value)
-    if not 0 <= start < end:
-        raise RecordError(where, name, f"expected 0 <= start < end, got {list(value)!r}")
-    return [start, end]
+    return _checked(segment, value, where, name)
 
 
 def _text(value: Any, where: str, name: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise RecordError(where, name, f"expected a string, got {type(value).__name__} {value!r}")
-    text = str(value).strip()
-    if not text:
-        raise RecordError(where, name, "is empty")
-    return text
+    return _checked(answer_text, value, where, name)
 
 
 def normalize_answer(problem_type: str, answer: Any, where: str, options: Optional[list[str]] = None) -> Answer:
-    """The answer in the shape its problem type needs, numbers as floats; raises RecordError.
-
-    exact_match, math: a non-empty string (numbers are accepted and written as strings).
-    iou: [s, e] or [[s, e], ...]. gqa: {"answer": str, "segment": [s, e]}.
-    With options, exact_match and gqa answers must be one of the option letters.
-    """
-    if problem_type in ("exact_match", "math"):
-        text = _text(answer, where, "answer")
-        if options and problem_type == "exact_match" and text not in LETTERS[: len(options)]:
-            raise RecordError(where, "answer", f"{text!r} is not an option letter of {len(options)} options")
-        return text
-    if problem_type == "iou":
-        if isinstance(answer, (list, tuple)) and answer and all(isinstance(v, (list, tuple)) for v in answer):
-            segments = [_segment(v, where, "answer") for v in answer]
-            return segments[0] if len(segments) == 1 else segments
-        return _segment(answer, where, "answer")
-    if problem_type == "gqa":
-        if not isinstance(answer, dict) or set(answer) != {"answer", "segment"}:
-            raise RecordError(where, "answer", f'expected {{"answer": str, "segment": [s, e]}}, got {answer!r}')
-        letter = _text(answer["answer"], where, "answer")
-        if options and letter not in LETTERS[: len(options)]:
-            raise RecordError(where, "answer", f"{letter!r} is not an option letter of {len(options)} options")
-        return {"answer": letter, "segment": _segment(answer["segment"], where, "answer")}
-    raise RecordError(where, "problem_type", f"{problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
+    """The answer in the shape its problem type needs (`rl.problems`), numbers as floats; raises RecordError."""
+    try:
+        kind = problem(problem_type)
+    except ValueError:
+        raise RecordError(where, "problem_type", f"{problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}") from None
+    try:
+        return kind.normalize(answer, options)
+    except ValueError as exc:
+        raise RecordError(where, "answer", str(exc)) from None
 
 
 def validate_sample(sample: Sample, where: str) -> Sample:

@@ -27,8 +27,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from rl.data.files import jsonl_bytes
-from rl.data.records import LETTERS, validate_sample
-from rl.prompts import choice_question
+from rl.data.records import validate_sample
+from rl.prompts import LETTERS, choice_question
 from rl.types import Sample
 
 SIZE = 112

@@ -1,4 +1,5 @@
-"""Weight sync: learner rank 0 broadcasts the trainable weights to every engine worker.
+"""The broadcast transport of the weight-sync protocol (rl.weight_sync.protocol): learner rank 0
+broadcasts the trainable weights to every engine worker.
 
 The shape the field learned it must have (architecture.md):
 
@@ -6,7 +7,7 @@ The shape the field learned it must have (architecture.md):
   engine worker (ranks 1..N); gloo on CPU, NCCL on GPU. It is its own `TCPStore` + process group,
   independent of the learner's DeepSpeed world and of vLLM's, so neither needs to know about it.
 - Parameter names, shapes and dtypes are agreed once (`ParamMeta` list at connect time); both
-  sides derive the same bucket plan from them (`learner.params.plan_buckets`), so a sync is one
+  sides derive the same bucket plan from them (`plan_buckets`), so a sync is one
   control call plus a stream of fixed-size byte buckets with no per-tensor messages.
 - Buckets are raw bytes (`uint8` views of the tensors, concatenated), so any dtype mix travels.
 - Every collective has a deadline: a peer that died makes the sync raise `SyncTimeout` within
