@@ -17,6 +17,9 @@ section 4). `is_trainable` is the one place that rule lives.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 VISION_PREFIX = "model.visual."
@@ -44,3 +47,20 @@ def apply_freeze(model: torch.nn.Module, freeze_vision: bool = True) -> None:
 def decays(name: str, shape: tuple[int, ...]) -> bool:
     """Weight decay on matrices and embeddings only, not on biases and norm gains (1-D), as HF Trainer/TRL do."""
     return len(shape) >= 2 and not name.endswith(".bias")
+
+
+@contextmanager
+def gathered(params: list[torch.nn.Parameter], zero3: bool) -> Iterator[None]:
+    """Full parameters inside the block: gathered from their partitions under ZeRO-3 (collective)."""
+    if zero3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            yield
+    else:
+        yield
+
+
+def full_shape(param: torch.nn.Parameter) -> tuple[int, ...]:
+    """A parameter's whole shape, also when ZeRO-3 holds only this rank's partition of it."""
+    return tuple(getattr(param, "ds_shape", param.shape))

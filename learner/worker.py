@@ -1,4 +1,8 @@
-"""One rank of the DeepSpeed learner: policy, frozen reference, GRPO updates, checkpoints, HF export.
+"""One rank of the DeepSpeed learner: the policy and its GRPO updates.
+
+Its other concerns live beside it: frozen copies (reference, behaviour snapshot) in
+learner.snapshots, checkpoints and the HF export in learner.checkpointing, the weight-sync walk in
+learner.sender.
 
 `Learner` is a plain class (tests drive it in-process as a 1-rank world); `LearnerWorker` is the
 thin shell that Ray runs, one per device, and `learner.group.LearnerGroup` forms their world.
@@ -22,39 +26,35 @@ rank-averaged gradient is the gradient of the mini-batch loss of method.md secti
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import shutil
 import time
 import warnings
-from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 
 from learner.batch import MicroBatch, Sequence, collate, collate_shared, group_units, plan_micro_batches, response_logprobs
+from learner.checkpointing import LearnerCheckpoints
 from learner.lockstep import install_vision_lockstep
 from learner.params import apply_freeze, decays
 from learner.prefix import SHARED_PREFIX_ATTENTION, prompt_groups
+from learner.sender import LearnerSender
+from learner.snapshots import BehaviourSnapshot, frozen_engine
 from rl.config import Config, LearnerConfig
 from rl.grpo import aggregation_units, behaviour_weights, policy_loss
 from rl.mrope import load_vl_model
 from rl.pixels import PixelMaker
 from rl.runtime import Device, configure_environment, resolve_device
 from rl.types import ModelInput
-from rl.weight_sync.broadcast import WeightSender, free_port
-from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec, plan_buckets
+from rl.weight_sync.broadcast import free_port
+from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec
 
 # DeepSpeed's ZeRO calls torch collectives that torch 2.13 marks deprecated, once per bucket.
 warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
 
-CHECKPOINT_TAG = "learner"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-WEIGHT_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 ZERO3_PERSISTENCE_THRESHOLD = 10_000
 """Parameters below this many elements (norms, biases) stay whole on every rank under ZeRO-3."""
 
@@ -179,15 +179,13 @@ class Learner:
             optimizer, partial(lr_factor, schedule=lcfg.lr_schedule, warmup_steps=lcfg.warmup_steps, total_steps=total_steps)
         )
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
-        self.ref = self._reference() if cfg.grpo.kl_coef > 0 else None
+        self.ref = self._frozen_copy() if cfg.grpo.kl_coef > 0 else None
         # pi_behav of overlapped rounds: the policy one version back, kept as a frozen snapshot.
         overlapped = cfg.trainer.off_policy_steps == 1 and cfg.grpo.behaviour_logprobs == "learner"
-        self.behaviour = self._reference() if overlapped else None
-        self.behaviour_version: Optional[int] = None
+        self.behaviour = BehaviourSnapshot(self._frozen_copy()) if overlapped else None
         self.pixels = PixelMaker(self.model_dir)
-        self.sync_spec: Optional[SyncGroupSpec] = None
-        self.sender: Optional[WeightSender] = None
-        self._sync_order: Optional[list[ParamMeta]] = None
+        self.sync = LearnerSender(self.module, self.rank, self.zero3, self.device)
+        self.checkpoints = LearnerCheckpoints(self.engine, self.rank, self.zero3, self.model_dir)
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -218,18 +216,10 @@ class Learner:
         install_vision_lockstep(model)  # ranks with different modalities stay in step (learner.lockstep)
         return model
 
-    def _reference(self):
-        """A frozen copy of the initial policy: an optimizer-less DeepSpeed engine (partitioned under ZeRO-3)."""
-        import deepspeed
-
+    def _frozen_copy(self):
+        """A frozen copy of the initial policy (the reference, or the behaviour snapshot's engine)."""
         stage = 3 if self.zero3 else 0
-        ds_config = deepspeed_config(self.cfg.learner, self.device_kind, stage=stage)
-        model = self._load(stage)
-        for param in model.parameters():
-            param.requires_grad_(False)
-        engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config)
-        engine.eval()
-        return engine
+        return frozen_engine(self._load(stage), deepspeed_config(self.cfg.learner, self.device_kind, stage=stage))
 
     @property
     def module(self) -> torch.nn.Module:
@@ -305,24 +295,12 @@ class Learner:
         if self.behaviour is not None and versions is not None:
             behaviour_version, current = versions
             if behaviour_version < current:
-                if self.behaviour_version != behaviour_version:
+                if self.behaviour.version != behaviour_version:
                     raise RuntimeError(f"samples of policy version {behaviour_version}, but the behaviour snapshot "
-                                       f"holds version {self.behaviour_version}: more than one version stale")
-                behav = self._score(self.behaviour, seqs, plans)
-            self._snapshot_behaviour(current)
+                                       f"holds version {self.behaviour.version}: more than one version stale")
+                behav = self._score(self.behaviour.engine, seqs, plans)
+            self.behaviour.take(self.module, current)
         return old, ref, behav
-
-    def _snapshot_behaviour(self, version: int) -> None:
-        """Copy the policy's weights (this rank's ZeRO-3 partitions, or whole tensors) into the snapshot."""
-        if self.behaviour_version == version:
-            return
-        with torch.no_grad():
-            for (name, src), (_, dst) in zip(self.module.named_parameters(), self.behaviour.module.named_parameters()):
-                if hasattr(src, "ds_tensor") and hasattr(dst, "ds_tensor"):
-                    dst.ds_tensor.copy_(src.ds_tensor)
-                else:
-                    dst.data.copy_(src.data)
-        self.behaviour_version = version
 
     def score_round(self, inputs: list[ModelInput], responses: list[list[int]], versions: Optional[tuple[int, int]] = None) -> dict[str, Any]:
         """Old and reference log-probs of this rank's samples, before any update of the round (collective).
@@ -493,122 +471,35 @@ class Learner:
 
     # ---- parameters, checkpoints, export ------------------------------------------------------
 
-    @contextmanager
-    def _gathered(self, params: list[torch.nn.Parameter]) -> Iterator[None]:
-        """Full parameters inside the block: gathered from their partitions under ZeRO-3 (collective)."""
-        if self.zero3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                yield
-        else:
-            yield
+    # ---- weight sync, checkpoints, export (learner.sender, learner.checkpointing) -------------
 
     def named_trainable_parameters_meta(self) -> list[ParamMeta]:
-        """(name, full shape, dtype) of every trainable parameter, in sync order; HF in-memory names (learner.params).
-
-        Under ZeRO-0/1/2 the sync order is memory order: DeepSpeed's ZeRO-1/2 parameters are views of
-        one flat buffer per parameter group, so consecutive tensors lie back to back and a bucket goes
-        out in place (WeightSender). Under ZeRO-3, module order, the order the gathers run in. Fixed
-        at the first call: the engines agree to it once, whatever happens to the memory later.
-        """
-        if self._sync_order is None:
-            named = [(name, p) for name, p in self.module.named_parameters() if p.requires_grad]
-            if not self.zero3:
-                named.sort(key=lambda item: (item[1].untyped_storage().data_ptr(), item[1].data_ptr()))
-            self._sync_order = [ParamMeta(name, tuple(getattr(p, "ds_shape", p.shape)), p.dtype) for name, p in named]
-        return list(self._sync_order)
+        """What the engines agree to at connect time (LearnerSender.metas)."""
+        return self.sync.metas()
 
     def iter_trainable_buckets(self, bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-        """Full trainable tensors, bucket by bucket per `plan_buckets`; collective under ZeRO-3 (all ranks iterate).
-
-        The tensors are views valid until the next bucket is requested: send or copy them first.
-        """
-        params = dict(self.module.named_parameters())
-        for bucket in plan_buckets(self.named_trainable_parameters_meta(), bucket_bytes):
-            tensors = [params[meta.name] for meta in bucket]
-            with self._gathered(tensors):
-                yield [(meta.name, p.data) for meta, p in zip(bucket, tensors)]
+        return self.sync.buckets(bucket_bytes)
 
     def init_sync_sender(self, spec: SyncGroupSpec) -> None:
-        """Join the weight-sync group as its rank 0 (learner rank 0 only; other ranks keep no sender)."""
-        self.sync_spec = spec
-        if self.sender is not None:
-            self.sender.close()
-            self.sender = None
-        if self.rank == 0:
-            self.sender = WeightSender(spec, self.named_trainable_parameters_meta(), self.device)
+        self.sync.connect(spec)
 
     def broadcast_weights(self) -> dict[str, float]:
-        """Stream the trainable weights to the engines; every rank walks the buckets (ZeRO-3 gathers are collective).
-
-        Every rank walks every gather even when the sync fails: rank 0's sender abandons the wire
-        (raising the group's abandon flag, so the engines stop too) and rank 0 then keeps gathering
-        with its peers, which never learn of the failure. The learner world stays in step at every
-        ZeRO stage and the failure surfaces as rank 0's error, within the sync deadline.
-        """
-        tensors = (t for bucket in self.iter_trainable_buckets(self.sync_spec.bucket_bytes) for _, t in bucket)
-        try:
-            if self.rank != 0:
-                return {}
-            if self.sender is None:
-                raise RuntimeError("weight sync: learner rank 0 is in no sync group (a failed connect); connect again")
-            return self.sender.send(tensors, stable=not self.zero3)
-        finally:
-            for _ in tensors:
-                pass
+        return self.sync.broadcast()
 
     def full_state_dict(self, bucket_bytes: int = 256 << 20) -> dict[str, torch.Tensor]:
-        """All parameters (frozen too) and persistent buffers, whole, on CPU, on rank 0 ({} elsewhere); collective."""
-        named = list(self.module.named_parameters())
-        out: dict[str, torch.Tensor] = {}
-        metas = [ParamMeta(n, tuple(getattr(p, "ds_shape", p.shape)), p.dtype) for n, p in named]
-        params = dict(named)
-        for bucket in plan_buckets(metas, bucket_bytes):
-            tensors = [params[m.name] for m in bucket]
-            with self._gathered(tensors):
-                if self.rank == 0:
-                    out.update({m.name: p.data.detach().cpu().clone() for m, p in zip(bucket, tensors)})
-        if self.rank == 0:
-            buffers = dict(self.module.named_buffers())
-            out.update({k: buffers[k].detach().cpu().clone() for k in self.module.state_dict() if k not in params and k in buffers})
-        return out
+        return self.checkpoints.full_state_dict(bucket_bytes)
 
     def save_checkpoint(self, path: str) -> None:
-        """Model, optimizer and lr-scheduler state of every rank under `path` (collective)."""
-        self.engine.save_checkpoint(str(path), tag=CHECKPOINT_TAG)
+        self.checkpoints.save(path)
 
     def load_checkpoint(self, path: str) -> None:
-        """Restore what `save_checkpoint` wrote (collective)."""
-        loaded, _ = self.engine.load_checkpoint(str(path), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
-        if loaded is None:
-            raise FileNotFoundError(f"no learner checkpoint under {path}")
+        self.checkpoints.load(path)
 
     def export_hf(self, out_dir: str) -> None:
-        """The policy as an HF model directory (safetensors, config, processor files); collective, rank 0 writes."""
-        state = self.full_state_dict()
-        if self.rank == 0:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            self.module.save_pretrained(out, state_dict=state, safe_serialization=True)
-            for src in Path(self.model_dir).iterdir():
-                if src.is_file() and not (out / src.name).exists() and not _is_weight_file(src.name):
-                    shutil.copy2(src, out / src.name)
-        dist.barrier()
+        self.checkpoints.export_hf(out_dir)
 
     def optimizer_state_digest(self) -> str:
-        """sha256 of this rank's optimizer partitions and their states (to check a checkpoint round trip)."""
-        inner = self.engine.optimizer.optimizer
-        digest = hashlib.sha256()
-        for group in inner.param_groups:
-            for param in group["params"]:
-                digest.update(param.detach().float().cpu().numpy().tobytes())
-                for key in sorted(inner.state[param]):
-                    value = inner.state[param][key]
-                    digest.update(key.encode())
-                    digest.update(torch.as_tensor(value).detach().float().cpu().numpy().tobytes())
-        digest.update(repr(self.engine.lr_scheduler.state_dict().get("last_epoch")).encode())
-        return digest.hexdigest()
+        return self.checkpoints.optimizer_state_digest()
 
 
 def _flat(units: list[list[int]]) -> list[int]:
@@ -620,10 +511,6 @@ def _pad(rows: list[torch.Tensor], width: int) -> torch.Tensor:
     for i, row in enumerate(rows):
         out[i, : row.numel()] = row
     return out
-
-
-def _is_weight_file(name: str) -> bool:
-    return name.endswith(WEIGHT_SUFFIXES) or name in WEIGHT_FILES
 
 
 def _summarize(steps: list[dict[str, float]]) -> dict[str, Any]:

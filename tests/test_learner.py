@@ -337,8 +337,8 @@ def test_zero2_weight_sync_goes_out_in_place_and_intact(one_rank_world, tiny_qwe
         got = queue.get(timeout=60)
     finally:
         proc.join(timeout=60)
-        if learner.sender is not None:
-            learner.sender.close()
+        if learner.sync.sender is not None:
+            learner.sync.sender.close()
     want = learner.full_state_dict()
     assert list(got) == [m.name for m in metas]
     assert set(got) == {name for name, p in learner.module.named_parameters() if p.requires_grad}
