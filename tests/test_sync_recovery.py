@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 import ray
@@ -28,14 +29,14 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _config(model_dir: Path, tmp_path: Path, zero_stage: int, engines: int):
+def _config(model_dir: Path, tmp_path: Path, zero_stage: int, engines: int, extra: Sequence[str] = ()):
     return load_config(REPO / "configs/tiny_cpu.yaml", [
         f"model.path={model_dir}", f"data.synthetic_dir={tmp_path / 'syn'}", "data.synthetic_num_samples=4",
         f"trainer.run_dir={tmp_path / 'run'}", "trainer.total_rounds=2", "trainer.save_every=100",
         "trainer.prompts_per_round=2", "trainer.steps_per_round=1", "rollout.n=2", "rollout.max_new_tokens=8",
         f"rollout.num_engines={engines}", "reward.num_workers=1", "grpo.kl_coef=0",
         "learner.world_size=2", f"learner.zero_stage={zero_stage}", "learner.lr=1e-3",
-        "sync.bucket_mb=0.05", "sync.timeout_s=60", "logging.progress=false", "logging.wandb_mode=disabled",
+        "sync.bucket_mb=0.05", "sync.timeout_s=60", "logging.progress=false", "logging.wandb_mode=disabled", *extra,
     ])
 
 
