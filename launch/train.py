@@ -76,7 +76,7 @@ def _run(config_path: str, overrides: Sequence[str], resume: str, resume_allow_c
     checkpoints = CheckpointManager(cfg.trainer.run_dir)
     resume_from = checkpoints.resolve(resume)
     if resume_from is not None:  # refuse a silently changed run before any actor starts (Trainer checks again)
-        check_resume(resume_from, checkpoints.read_manifest(resume_from), cfg, [s.id for s in data.samples],
+        check_resume(resume_from, checkpoints.read_manifest(resume_from), cfg, data.samples,
                      resume_allow_changes)
     fresh = resume == "none" or (resume == "auto" and resume_from is None)
     if fresh:

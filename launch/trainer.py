@@ -44,7 +44,7 @@ from rl.checkpoint import (
     check_resume,
     dataset_fingerprint,
     restore_rng,
-    write_dataset_ids,
+    write_dataset_samples,
 )
 from rl.config import Config, to_yaml
 from rl.grpo import group_advantages
@@ -331,16 +331,13 @@ class Trainer:
         """An atomic checkpoint: learner state + HF policy export + the manifest."""
         manifest = Manifest(step=step, samples_consumed=self._trained_position,
                             config=self.cfg.model_dump(mode="json"), rng=capture_rng(), counters=dict(self.counters),
-                            dataset=dataset_fingerprint(self._sample_ids(), self.stream.seed, self.stream.shuffle))
+                            dataset=dataset_fingerprint(self.stream.items, self.stream.seed, self.stream.shuffle))
         return self.ckpt.save(manifest, self._write_state)
 
     def _write_state(self, tmp: Path) -> None:
         self.learner.save_checkpoint(str(tmp / "learner"))
         self.learner.export_hf(str(tmp / "policy"))
-        write_dataset_ids(tmp, self._sample_ids())
-
-    def _sample_ids(self) -> list[str]:
-        return [sample.id for sample in self.stream.items]
+        write_dataset_samples(tmp, self.stream.items)
 
     def _resume(self, resume: str) -> int:
         """Restore the checkpoint `resume` names, refusing one this config or dataset would silently change.
@@ -353,7 +350,7 @@ class Trainer:
             self._write_config("a new run")
             return 0
         manifest = self.ckpt.read_manifest(path)
-        check_resume(path, manifest, self.cfg, self._sample_ids(), self.resume_allow_changes)
+        check_resume(path, manifest, self.cfg, self.stream.items, self.resume_allow_changes)
         self._write_config(f"resuming {path.name}")
         self.learner.load_checkpoint(str(path / "learner"))
         self.stream.samples_consumed = self.rounds.position = self._trained_position = manifest.samples_consumed

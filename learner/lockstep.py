@@ -10,10 +10,19 @@ A rank that skips the tower joins fewer collectives than its peers: gloo aborts 
 
 The fix is the official code's "always both": when a batch lacks images, the tower also runs on
 a dummy image, and when it lacks videos, on a dummy video (each a `[1, 4, 4]` grid of zeros), and
-`0 * mean` of each dummy output (merger and deepstack mergers included) is added to the text
-embeddings. So each forward makes the same two tower calls, in the same module order (embeddings,
-tower, tower, language model), on every rank; the merger always receives a gradient (zero from a
-dummy); and the model's outputs are bit-identical (`x + 0 * y == x` for finite y).
+`0 * mean` of each dummy output the model uses (the merger's, and Qwen3-VL's deepstack mergers')
+is added to the text embeddings. So each forward makes the same two tower calls, in the same module
+order (embeddings, tower, tower, language model), on every rank; the merger always receives a
+gradient (zero from a dummy); and the model's outputs are bit-identical (`x + 0 * y == x` for
+finite y).
+
+With a trainable tower (`learner.freeze_vision: false`) backward runs through the tower too, and
+ZeRO-3 records a tower backward once per tower output that receives a gradient, then checks that
+every rank recorded the same module trace. So a dummy uses exactly the outputs a real image or
+video call feeds the language model (`pooler_output`, `deepstack_features`; never
+`last_hidden_state`, the unmerged patches): otherwise a rank with two dummies records one tower
+backward more than a rank with a real video, and DeepSpeed stops ("Detected a disagreement on list
+length between rank0 and rank1").
 
 It is installed as two forward pre-hooks on the HF model (`install_vision_lockstep`), so every
 path that calls the model's `forward` gets it: old and reference log-probs, updates, with
@@ -61,32 +70,24 @@ class VisionLockstep:
         zero = embeds.new_zeros(())
         for _ in missing:
             pixels = torch.zeros((t * h * w, self.patch_dim), dtype=visual.dtype, device=embeds.device)
-            zero = zero + 0.0 * _mean_of_outputs(visual(pixels, grid_thw=grid, return_dict=True)).to(embeds.dtype)
+            zero = zero + 0.0 * _mean_of_used_outputs(visual(pixels, grid_thw=grid, return_dict=True)).to(embeds.dtype)
             self.tower_calls += 1
         kwargs["inputs_embeds"] = embeds + zero
         return args, kwargs
 
 
-def _mean_of_outputs(output: Any) -> torch.Tensor:
-    """Sum of the means of every floating tensor in a vision output (pooled, hidden, deepstack)."""
+USED_OUTPUTS = ("pooler_output", "deepstack_features")
+"""The tower outputs the model's get_image_features / get_video_features pass on to the language model."""
+
+
+def _mean_of_used_outputs(output: Any) -> torch.Tensor:
+    """Sum of the means of the tower outputs a real call's embeddings come from (merger, deepstack mergers)."""
     tensors: list[torch.Tensor] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            if value.is_floating_point():
-                tensors.append(value)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-        elif hasattr(value, "to_tuple"):
-            walk(value.to_tuple())
-
-    walk(output)
+    for key in USED_OUTPUTS:
+        value = getattr(output, key, None)
+        tensors.extend(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
     if not tensors:
-        raise TypeError(f"the vision tower returned no floating tensor ({type(output).__name__})")
+        raise TypeError(f"the vision tower returned none of {USED_OUTPUTS} ({type(output).__name__})")
     return torch.stack([x.float().mean() for x in tensors]).sum()
 
 

@@ -2,19 +2,20 @@
 
 Layout of `run_dir/checkpoints/`:
 
-    step-000010/            complete checkpoint (renamed from .tmp-step-000010 as the last act)
-        manifest.json       step, samples consumed, RNG states, config, counters, dataset fingerprint
-        dataset_ids.json    the dataset's sample ids in order (to say what changed when it differs)
-        learner/            DeepSpeed state of every rank (model, optimizer, scheduler)
-        policy/             HF export of the policy (transformers and vLLM load it directly)
-    .tmp-step-000020/       a save that was interrupted: ignored, removed by the next save
+    step-000010/              complete checkpoint (renamed from .tmp-step-000010 as the last act)
+        manifest.json         step, samples consumed, RNG states, config, counters, dataset fingerprint
+        dataset_samples.json  each sample's id, annotation and media stamp, in order (to say what changed)
+        learner/              DeepSpeed state of every rank (model, optimizer, scheduler)
+        policy/               HF export of the policy (transformers and vLLM load it directly)
+    .tmp-step-000020/         a save that was interrupted: ignored, removed by the next save
 
 A kill at any moment leaves the previous complete checkpoint loadable, because only a finished
 directory ever carries the `step-` name, and `latest()` only considers those with a manifest.
 
 A resume must continue the run it resumes: `check_resume` refuses a config that changes the math or
-the data order (rl.config.resume_changes) and a dataset whose fingerprint differs, unless the user
-names the change (`--resume-allow-changes KEY[,KEY]`, `dataset` for the data).
+the data order (rl.config.resume_changes) and a dataset whose fingerprint differs (ids, order,
+answers, problem types, questions, media files), unless the user names the change
+(`--resume-allow-changes KEY[,KEY]`, `dataset` for the data).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from rl.config import Config, flat_keys, resume_changes
+from rl.types import Sample
 
 log = logging.getLogger("thinkonce.checkpoint")
 
@@ -53,7 +55,7 @@ class Manifest:
     """`dataset_fingerprint` of the stream the run consumed."""
 
 
-DATASET_IDS = "dataset_ids.json"
+DATASET_SAMPLES = "dataset_samples.json"
 DATASET_KEY = "dataset"
 """The name `--resume-allow-changes` takes to accept a different dataset."""
 
@@ -62,13 +64,36 @@ class ResumeRefused(ValueError):
     """Resuming would silently change the run: its config or its dataset differs from the checkpoint's."""
 
 
-def dataset_fingerprint(ids: Sequence[str], seed: int, shuffle: bool) -> dict[str, Any]:
-    """What fixes the order of the prompt stream: the ordered sample ids and the shuffle (rl.stream)."""
-    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-    return {"samples": len(ids), "ids_sha256": digest, "seed": seed, "shuffle": shuffle}
+def sample_record(sample: Sample) -> dict[str, Any]:
+    """What one sample contributes to the run: its id, annotation and media file (path, size, mtime).
+
+    Size and modification time stand for the media's content: hashing every video at each save is
+    not cheap, and a re-encoded or replaced file changes at least one of them.
+    """
+    record: dict[str, Any] = {"id": sample.id, "problem_type": sample.problem_type, "answer": sample.answer,
+                              "question": [sample.question, sample.options], "media_path": sample.media_path, "media": None}
+    if sample.media_path is not None:
+        try:
+            stat = os.stat(sample.media_path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size = mtime = None
+        record["media"] = [size, mtime, sample.video_start, sample.video_end]
+    return record
 
 
-def check_resume(path: Path, manifest: Manifest, cfg: Config, ids: Sequence[str], allow: Sequence[str] = ()) -> None:
+def _digest(values: Sequence[Any]) -> str:
+    return hashlib.sha256("\n".join(json.dumps(v, sort_keys=True) for v in values).encode()).hexdigest()
+
+
+def dataset_fingerprint(samples: Sequence[Sample], seed: int, shuffle: bool) -> dict[str, Any]:
+    """What fixes the prompt stream: the ordered ids, each sample's content (`sample_record`) and the shuffle (rl.stream)."""
+    ids_digest = hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest()
+    return {"samples": len(samples), "ids_sha256": ids_digest, "content_sha256": _digest([sample_record(s) for s in samples]),
+            "seed": seed, "shuffle": shuffle}
+
+
+def check_resume(path: Path, manifest: Manifest, cfg: Config, samples: Sequence[Sample], allow: Sequence[str] = ()) -> None:
     """Refuse (ResumeRefused) to resume `manifest` with a config or a dataset that changes the run.
 
     `allow`: config keys (and `dataset`) the user accepts changing; naming a key that is not a
@@ -83,9 +108,9 @@ def check_resume(path: Path, manifest: Manifest, cfg: Config, ids: Sequence[str]
     for key, old, new in changed:
         problems.append(f"config key {key}: {old!r} in the checkpoint, {new!r} now")
     if manifest.dataset and DATASET_KEY not in allow:
-        now = dataset_fingerprint(ids, cfg.trainer.seed, cfg.data.shuffle)
-        if now["ids_sha256"] != manifest.dataset["ids_sha256"]:
-            problems.append(f"dataset: {_describe_dataset_change(path, manifest.dataset, ids)}")
+        now = dataset_fingerprint(samples, cfg.trainer.seed, cfg.data.shuffle)
+        if any(now[key] != manifest.dataset[key] for key in ("ids_sha256", "content_sha256") if key in manifest.dataset):
+            problems.append(f"dataset: {_describe_dataset_change(path, manifest.dataset, samples)}")
     elif not manifest.dataset:
         log.warning("%s has no dataset fingerprint (written before fingerprints): the data order is not checked", path)
     if problems:
@@ -96,23 +121,35 @@ def check_resume(path: Path, manifest: Manifest, cfg: Config, ids: Sequence[str]
             f"or accept the change with --resume-allow-changes {keys}")
 
 
-def _describe_dataset_change(path: Path, saved: dict[str, Any], ids: Sequence[str]) -> str:
-    """Counts of what differs: samples then and now, ids gone and new, or the same ids reordered."""
-    head = f"{saved['samples']} samples in the checkpoint, {len(ids)} now"
-    ids_file = path / DATASET_IDS
-    if not ids_file.is_file():
-        return f"{head}; the sample ids differ"
-    old = json.loads(ids_file.read_text())
-    gone, new = len(set(old) - set(ids)), len(set(ids) - set(old))
-    if not gone and not new:
-        return f"{head}; the same ids in a different order (the shuffled stream would differ)"
-    return f"{head}; {gone} ids gone (e.g. media now unusable), {new} new"
+CHANGE_KINDS = {"answer": "answers", "problem_type": "problem types", "question": "questions",
+                "media_path": "media paths", "media": "media files (size, mtime or clip window)"}
+"""Record field -> what `check_resume`'s message counts as changed."""
 
 
-def write_dataset_ids(directory: Path, ids: Sequence[str]) -> None:
-    """The ordered sample ids next to the manifest (for `check_resume`'s message)."""
+def _describe_dataset_change(path: Path, saved: dict[str, Any], samples: Sequence[Sample]) -> str:
+    """Counts of what differs: samples then and now, ids gone and new or reordered, and per kind the samples changed."""
+    head = f"{saved['samples']} samples in the checkpoint, {len(samples)} now"
+    records_file = path / DATASET_SAMPLES
+    if not records_file.is_file():
+        return f"{head}; the samples differ"
+    old = {r["id"]: r for r in json.loads(records_file.read_text())}
+    now = {s.id: json.loads(json.dumps(sample_record(s))) for s in samples}
+    parts = []
+    gone, new = len(old.keys() - now.keys()), len(now.keys() - old.keys())
+    if gone or new:
+        parts.append(f"{gone} ids gone (e.g. media now unusable), {new} new")
+    counts = {kind: sum(old[i][key] != now[i][key] for i in old.keys() & now.keys()) for key, kind in CHANGE_KINDS.items()}
+    if any(counts.values()):
+        parts.append("changed in the samples kept: " + ", ".join(f"{kind} {n}" for kind, n in counts.items() if n))
+    if not parts:
+        parts.append("the same ids in a different order (the shuffled stream would differ)")
+    return f"{head}; " + ", ".join(parts)
+
+
+def write_dataset_samples(directory: Path, samples: Sequence[Sample]) -> None:
+    """Every sample's `sample_record`, in order, next to the manifest (for `check_resume`'s message)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / DATASET_IDS).write_text(json.dumps(list(ids)))
+    (directory / DATASET_SAMPLES).write_text(json.dumps([sample_record(s) for s in samples]))
 
 
 def capture_rng() -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """The generation engine interface, the spec an engine is built from, and what every backend shares.
 
 Backends: `rollout/vllm_engine.py` (vLLM, CPU and GPU alike), `rollout/hf_engine.py` (transformers,
-the reference); `rollout/backends.py` builds either from a spec. Prompts go in as `ModelInput`s (vLLM is given the chat-templated ids with the vision
-placeholders unexpanded plus the frames, and expands them itself to exactly `prompt_ids`); out come
-`Generation`s with the raw-distribution log-prob of every sampled token, which is what the learner
-recomputes. An optional per-prompt token prefix continues a response (early exit's second stage);
-with prefix caching the prompt and the prefix are then read from the KV cache, not recomputed.
+the reference); `rollout/backends.py` builds either from a spec. Prompts go in as `ModelInput`s (vLLM
+is given the chat-templated ids with the vision placeholders unexpanded plus the frames, and expands
+them itself to exactly `prompt_ids`); out come `Generation`s with the log-prob of every sampled
+token under the distribution it was sampled from (tempered, as the learner recomputes it:
+rollout.sampling). An optional per-prompt token prefix continues a response (early exit's second
+stage); with prefix caching the prompt and the prefix are then read from the KV cache, not
+recomputed.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ class HFEngine:
         sampling: SamplingSettings,
         prefixes: Optional[Sequence[Sequence[int]]] = None,
     ) -> list[list[Generation]]:
-        """Per input, `sampling.n` generations with raw log-probs; continues after `prefixes[i]` if given."""
+        """Per input, `sampling.n` generations with sampled-distribution log-probs; continues after `prefixes[i]` if given."""
         prefixes = checked_prefixes(inputs, prefixes)
         inputs = self.pixels.restore(inputs)
         start = time.perf_counter()
@@ -161,14 +161,14 @@ class HFEngine:
             do_sample=not sampling.greedy,
             temperature=sampling.temperature if not sampling.greedy else None,
             top_p=sampling.top_p if not sampling.greedy else None,
-            top_k=None,
+            top_k=0,  # off, as in vLLM (None would fall back to transformers' default top-k 50)
             num_return_sequences=sampling.n,
             max_new_tokens=sampling.max_new_tokens,
             suppress_tokens=self.suppress,
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
             return_dict_in_generate=True,
-            output_logits=True,
+            output_scores=True,  # the processed scores (suppression, temperature, top-p): vLLM's processed_logprobs
         )
         stops = _StopStrings(self.tokenizer, sampling.stop, len(ids), sampling.n) if sampling.stop else None
         if sampling.seed is not None:
@@ -176,7 +176,7 @@ class HFEngine:
         out = self.model.generate(
             **kwargs, generation_config=config, stopping_criteria=StoppingCriteriaList([stops]) if stops else None
         )
-        logprobs = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
+        logprobs = torch.log_softmax(torch.stack(out.scores, dim=1).float(), dim=-1)
         new = out.sequences[:, len(ids) :]
         gens = []
         for row in range(new.shape[0]):

@@ -2,8 +2,15 @@
 
 A random or lightly trained model samples vision placeholder tokens (`<|video_pad|>`, ...), and a
 response containing one breaks the learner's forward pass, which expects exactly the prompt's
-placeholders: every engine removes these tokens from the sampling distribution (the reported
-log-probs stay those of the raw distribution).
+placeholders: every engine removes these tokens from the sampling distribution.
+
+The log-prob an engine reports for a sampled token is its log-prob under the distribution it was
+sampled from: softmax(logits / temperature), top-p applied, vision placeholders removed. The
+learner scores log_softmax(logits / temperature) (learner.batch.response_logprobs), so at top-p 1
+(the paper's setting) the two agree at any temperature, up to the placeholders' probability, which
+sampling forbids; and with grpo.behaviour_logprobs = engine the truncated weight divides by the
+probability the token really had. (Raw log-probs, before temperature, differ from the learner's by
+tenths at temperature 0.7: tests/test_rollout.py.)
 """
 
 from __future__ import annotations

@@ -76,7 +76,9 @@ class VLLMEngine:
             # The model dir's generation_config (e.g. repetition_penalty 1.05) must not leak into
             # sampling: the learner's log-probs assume plain temperature / top-p sampling.
             generation_config="vllm",
-            logprobs_mode="raw_logprobs",
+            # Log-probs after temperature (and top-p / the vision bias), as sampled: the learner's
+            # definition at any temperature (rollout.sampling); raw ones ignore the temperature.
+            logprobs_mode="processed_logprobs",
             disable_log_stats=False,
             worker_extension_cls="rollout.worker_ext.WorkerExtension",
             **kwargs,
@@ -116,7 +118,7 @@ class VLLMEngine:
         sampling: SamplingSettings,
         prefixes: Optional[Sequence[Sequence[int]]] = None,
     ) -> list[list[Generation]]:
-        """Per input, `sampling.n` generations with raw log-probs; continues after `prefixes[i]` if given."""
+        """Per input, `sampling.n` generations with sampled-distribution log-probs; continues after `prefixes[i]` if given."""
         prefixes = checked_prefixes(inputs, prefixes)
         per_request = sampling.n if self.fanout == "requests" else 1
         prompts, params = [], []

@@ -56,11 +56,11 @@ def mixed_round(model_dir) -> tuple[list[ModelInput], list[list[int]], list[floa
     return inputs, responses, group_advantages(rewards, G).advantages.tolist()
 
 
-def make_config(model_dir, world_size: int, stage: int, checkpointing: bool, minibatch: str) -> Config:
+def make_config(model_dir, world_size: int, stage: int, checkpointing: bool, minibatch: str, freeze_vision: bool = True) -> Config:
     return Config.model_validate({
         "model": {"path": str(model_dir)},
         "learner": {"lr": 1e-3, "micro_batch_tokens": 400, "world_size": world_size, "zero_stage": stage,
-                    "gradient_checkpointing": checkpointing, "minibatch": minibatch},
+                    "gradient_checkpointing": checkpointing, "minibatch": minibatch, "freeze_vision": freeze_vision},
         "trainer": {"prompts_per_round": 6, "steps_per_round": STEPS, "seed": SEED},
         "rollout": {"n": G},
         "cluster": {"device": "cpu"},
@@ -95,17 +95,24 @@ def test_whole_groups_balanced_for_scoring():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "family,stage,checkpointing,minibatch",
-    [("qwen2_5_vl", 2, False, "grouped"), ("qwen2_5_vl", 3, True, "shuffled"), ("qwen3_vl", 3, False, "grouped")],
-    ids=["qwen2_5_vl-zero2", "qwen2_5_vl-zero3-ckpt-shuffled", "qwen3_vl-zero3"],
+    "family,stage,checkpointing,minibatch,freeze_vision",
+    [
+        ("qwen2_5_vl", 2, False, "grouped", True),
+        ("qwen2_5_vl", 3, True, "shuffled", True),
+        ("qwen3_vl", 3, False, "grouped", True),
+        ("qwen2_5_vl", 3, True, "grouped", False),
+        ("qwen3_vl", 3, False, "grouped", False),
+    ],
+    ids=["qwen2_5_vl-zero2", "qwen2_5_vl-zero3-ckpt-shuffled", "qwen3_vl-zero3",
+         "qwen2_5_vl-zero3-ckpt-trainable-vision", "qwen3_vl-zero3-trainable-vision"],
 )
 def test_two_ranks_with_different_modalities_match_one_rank(
-    ray_cluster, one_rank_world, tiny_qwen25, tiny_qwen3, family, stage, checkpointing, minibatch
+    ray_cluster, one_rank_world, tiny_qwen25, tiny_qwen3, family, stage, checkpointing, minibatch, freeze_vision
 ):
     model_dir = tiny_qwen25 if family == "qwen2_5_vl" else tiny_qwen3
     inputs, responses, advantages = mixed_round(model_dir)
 
-    group = LearnerGroup(make_config(model_dir, 2, stage, checkpointing, minibatch))
+    group = LearnerGroup(make_config(model_dir, 2, stage, checkpointing, minibatch, freeze_vision))
     try:
         two = group.train(inputs, responses, advantages, seed=SEED)
     finally:
@@ -113,7 +120,7 @@ def test_two_ranks_with_different_modalities_match_one_rank(
 
     # The same samples in the same steps on one in-process rank.
     order = shuffled_order(len(inputs), SEED) if minibatch == "shuffled" else list(range(len(inputs)))
-    learner = Learner(make_config(model_dir, 1, stage, checkpointing, "grouped"))
+    learner = Learner(make_config(model_dir, 1, stage, checkpointing, "grouped", freeze_vision))
     one = learner.train_round([inputs[i] for i in order], [responses[i] for i in order], [advantages[i] for i in order], num_steps=STEPS)
     del learner
 

@@ -76,6 +76,39 @@ def test_vllm_16_samples_logprobs_match_teacher_forced(toy_dir, toy_vllm, toy_hf
     assert len({tuple(g.token_ids) for g in out[1]}) > 1, "16 samples of the unsure prompt at temperature 1 should differ"
 
 
+def test_engine_logprobs_are_the_learners_at_temperature_0_7(tiny_qwen3, qwen3_vllm, qwen3_hf):
+    """Both engines report the learner's log_softmax(logits / T) (learner.batch.response_logprobs)
+    over the tokens they may sample (placeholders removed, rollout.sampling), not the raw
+    log_softmax(logits), which differs from it by O(0.1) here at T = 0.7."""
+    from learner.batch import Sequence, collate, response_logprobs
+    from rl.mrope import load_vl_model
+    from rl.pixels import PixelMaker
+
+    temperature = 0.7
+    inputs = toy_inputs(tiny_qwen3, toy_samples(2), seed=11)
+    settings = SamplingSettings(n=4, temperature=temperature, max_new_tokens=16, seed=5)
+    model = load_vl_model(str(tiny_qwen3), attn_implementation="sdpa").eval()
+    restored = PixelMaker(str(tiny_qwen3)).restore(inputs)
+    suppressed = suppressed_token_ids(tiny_qwen3)
+
+    def without_placeholders(module, args, logits):
+        return logits.index_fill(-1, torch.tensor(suppressed), -math.inf)
+
+    for engine, tolerance in ((qwen3_vllm, 1e-2), (qwen3_hf, 1e-4)):
+        out = engine.generate(inputs, settings)
+        seqs = [Sequence(mi.prompt_ids, g.token_ids, mi.hf_inputs) for mi, gens in zip(restored, out) for g in gens]
+        got = [g.logprobs for gens in out for g in gens]
+        with torch.no_grad():
+            raw = response_logprobs(model, collate(seqs, pad_id=0)).logp
+            hook = model.lm_head.register_forward_hook(without_placeholders)
+            tempered = response_logprobs(model, collate(seqs, pad_id=0), temperature=temperature).logp
+            hook.remove()
+        gap = max(abs(a - b) for row, lps in enumerate(got) for a, b in zip(lps, tempered[row].tolist()))
+        raw_gap = max(abs(a - b) for row, lps in enumerate(got) for a, b in zip(lps, raw[row].tolist()))
+        assert gap < tolerance, (type(engine).__name__, gap)
+        assert raw_gap > 0.05, "the temperature matters here, or this test could not fail"
+
+
 def test_hf_engine_samples_match_its_own_teacher_forcing(toy_dir, toy_hf):
     mi = toy_inputs(toy_dir, toy_samples(2), seed=8)[1]
     gens = toy_hf.generate([mi], SamplingSettings(n=4, temperature=1.0, max_new_tokens=24, seed=0))[0]
