@@ -211,7 +211,8 @@ class HFEngine:
 
     @torch.no_grad()
     def score(self, model_input: ModelInput, response_ids: Sequence[int]) -> list[float]:
-        """Teacher-forced raw log-probs of `response_ids` after the prompt (one forward pass)."""
+        """Teacher-forced log-probs of `response_ids` after the prompt (one forward pass), as `generate`
+        reports them at temperature 1: vision placeholders removed (rollout.sampling)."""
         response = list(response_ids)
         if not response:
             return []
@@ -226,7 +227,8 @@ class HFEngine:
             **self._visual_inputs(model_input, len(response)),
         ).logits[0, :-1]
         targets = torch.tensor(response, device=self.device)
-        return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0].tolist()
+        logits = logits.float().index_fill(-1, torch.tensor(self.suppress, device=self.device), -torch.inf)
+        return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0].tolist()
 
     def load_weights(self, named_tensors: NamedTensors) -> None:
         """Copy HF-named tensors into the model (names as in its state_dict); drops kept KV caches."""
