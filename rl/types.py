@@ -77,7 +77,7 @@ class ModelInput:
 
 @dataclass
 class Generation:
-    """One sampled response. `logprobs[i]` is the raw-distribution log-prob of `token_ids[i]`."""
+    """One sampled response. `logprobs[i]` is the log-prob of `token_ids[i]` under the distribution it was sampled from (tempered)."""
 
     token_ids: list[int]
     logprobs: list[float]
