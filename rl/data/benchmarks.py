@@ -7,14 +7,16 @@ annotation file (the HF dataset's parquet/json/jsonl) and, optionally, the folde
 
 | benchmark | annotation columns (lmms-eval) | problem | group | videos looked for under media_root |
 |---|---|---|---|---|
-| videomme | videoID, question_id, duration, task_type, question, options ["A. ...", ...], answer (letter) | mc A-D | duration | `{videoID}.mp4` (.MP4, .mkv), also in `data/` |
+| videomme | videoID, question_id, duration, domain, sub_category, task_type, question, options ["A. ...", ...], answer (letter) | mc A-D | duration | `{videoID}.mp4` (.MP4, .mkv), also in `data/` |
 | mvbench | video, question, candidates, answer (text); one file per task (`json/<task>.json`) | mvbench | task | `<task folder>/video` (lmms-eval's DATA_LIST), also under `video/` |
 | charades_sta | video, caption, timestamp [s, e] | grounding | - | `video`, also in `Charades_v1_480/` |
-| activitynet | video, caption, timestamp [s, e] | grounding | - | `video`, also in `videos/` |
+| activitynet | video, caption, timestamp [s, e] | grounding | - | `video`, also in `val2_videos/` |
 | nextgqa | video, qid, question, candidates, answer (text), solution [[s, e], ...] | gqa (A-E) | - | `video`, also in `nextgqa_videos/` |
 | internal | our JSONL/Parquet schema or a data_config.yaml (rl.data.loaders) | by problem_type | problem_type | as the loader resolves |
 
-MVBench tasks stored as frame folders (episodic_reasoning's TVQA frames) are not videos and are
+Charades-STA and ActivityNet-TVG share their columns; `detect` tells them apart by the official
+video folder beside the file (`Charades_v1_480/`, `val2_videos/`) and otherwise asks for
+`--benchmark`. MVBench tasks stored as frame folders (episodic_reasoning's TVQA frames) are not videos and are
 skipped by the media check, counted in the report.
 """
 
@@ -65,6 +67,10 @@ MVBENCH_FOLDERS = {
 """MVBench task -> its video folder (lmms-eval's `DATA_LIST`)."""
 
 
+GROUNDING_FOLDERS = {"charades_sta": "Charades_v1_480", "activitynet": "val2_videos"}
+"""The video folder each official grounding task reads (`temporal_grounding_doc_to_visual`)."""
+
+
 class BenchmarkError(ValueError):
     """An annotation file (or folder) that cannot be read as the benchmark; the message names it."""
 
@@ -113,8 +119,21 @@ def read_rows(path: PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def detect(path: PathLike) -> str:
-    """The benchmark an annotation file (or MVBench folder) holds, from its columns."""
+def _grounding_layout(path: Path, media_root: Optional[PathLike]) -> str:
+    """Charades-STA and ActivityNet-TVG share their columns: tell them apart by the official video
+    folder beside the annotation (or under `media_root`), never by the file name."""
+    roots = [Path(media_root)] if media_root is not None else [path.parent]
+    found = {name for root in roots for name, folder in GROUNDING_FOLDERS.items() if (root / folder).is_dir()}
+    if len(found) == 1:
+        return found.pop()
+    folders = " or ".join(f"{f}/ ({n})" for n, f in GROUNDING_FOLDERS.items())
+    raise BenchmarkError(f"{path}: Charades-STA and ActivityNet-TVG files have the same columns and no {folders} "
+                         "folder tells them apart here; pass --benchmark charades_sta or --benchmark activitynet")
+
+
+def detect(path: PathLike, media_root: Optional[PathLike] = None) -> str:
+    """The benchmark an annotation file (or MVBench folder) holds, from its columns (and, for the two
+    grounding sets, the official video folder)."""
     path = Path(path)
     if path.is_dir():
         return "mvbench"
@@ -129,7 +148,7 @@ def detect(path: PathLike) -> str:
     if {"candidates", "answer", "video"} <= columns:
         return "mvbench"
     if {"caption", "timestamp", "video"} <= columns:
-        return "activitynet" if "activitynet" in str(path).lower() else "charades_sta"
+        return _grounding_layout(path, media_root)
     if {"problem_type", "answer", "question"} <= columns:
         return "internal"
     raise BenchmarkError(f"{path}: cannot tell the benchmark from its columns {sorted(columns)}; pass --benchmark")
@@ -268,7 +287,7 @@ def load_benchmark(path: PathLike, name: str = "auto", media_root: Optional[Path
     path = Path(path)
     if not path.exists():
         raise BenchmarkError(f"benchmark data not found: {path}")
-    name = detect(path) if name == "auto" else name
+    name = detect(path, media_root) if name == "auto" else name
     if name not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {name!r}; expected auto or one of {', '.join(BENCHMARKS)}")
     if name == "internal":
@@ -284,8 +303,8 @@ def load_benchmark(path: PathLike, name: str = "auto", media_root: Optional[Path
     else:
         root = Path(media_root) if media_root is not None else path.parent
         convert = {"videomme": _videomme, "nextgqa": _nextgqa,
-                   "charades_sta": _grounding("charades_sta", "Charades_v1_480"),
-                   "activitynet": _grounding("activitynet", "videos")}[name]
+                   "charades_sta": _grounding("charades_sta", GROUNDING_FOLDERS["charades_sta"]),
+                   "activitynet": _grounding("activitynet", GROUNDING_FOLDERS["activitynet"])}[name]
         _convert_rows(read_rows(path), convert, root, str(path), report, samples, truths)
     kept = check_media(samples, report, check)  # type: ignore[arg-type]
     kept_ids = {s.id for s in kept}
