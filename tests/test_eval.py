@@ -136,6 +136,28 @@ def test_corrected_profile_fixes_each_published_defect():
     assert headline([{**s, "group": "t"} for s in scored], "mvbench")["accuracy"] == 0.5
 
 
+def test_post_hoc_scores_the_answer_it_chose_and_summaries_report_latency():
+    from launch.eval import prediction_row, summarize
+    from rl.data.benchmarks import Benchmark
+    from rl.data.records import Dataset
+    from rl.types import Sample
+    from rollout.early_exit import EarlyExitResult
+
+    sample = Sample(id="q1", source="videomme", problem_type="exact_match", question="q", answer="B")
+    bench = Benchmark("videomme", Dataset([sample]), {"q1": {"kind": "mc", "answer": "B", "letters": "ABCD",
+                                                             "group": "short"}})
+    text = "\\boxed{B}<think>no, C</think>\\boxed{C}"
+    rows = []
+    for thought, latency in ((False, 0.5), (True, 2.0)):  # post-hoc chose a1 / the final answer
+        result = EarlyExitResult(sample_id="q1", a1="B", confidence=0.99, thought=thought, answer="C" if thought else "B",
+                                 text=text, token_ids=[1] * 9, generated_tokens=9, latency_s=latency)
+        rows.append(prediction_row(bench, sample, result, sweep=False, tau=0.97, max_new_tokens=64))
+    assert [r["correct"] for r in rows] == [True, False]
+    summary = summarize(rows, "videomme")
+    assert summary["accuracy"] == 0.5 and summary["headline"]["per_duration"] == {"short": 0.5}
+    assert summary["latency_p50_s"] == pytest.approx(1.25) and summary["latency_p95_s"] == pytest.approx(1.925)
+
+
 def test_grounding_iou_is_the_published_float():
     assert grounding_scores("\\boxed{(1.1, 1.65)}", [[1.1, 2.2]])["iou"] == (1.65 - 1.1) / (2.2 - 1.1)
     assert grounding_scores("[3, 3]", [[3, 3]])["iou"] == 0.0  # the published code divides by zero here
@@ -197,8 +219,6 @@ def test_readers_of_every_benchmark_format(tmp_path, videos):
     _place(videos, tmp_path / "Charades_v1_480")
     write_rows([{"video": n, "caption": "person opens a door", "timestamp": [0.2, 0.9]} for n in names[:2]]
                + [{"video": "missing.mp4", "caption": "x", "timestamp": [0, 1]}], tmp_path / "charades_test.json")
-    write_rows([{"video": n, "caption": "a dog runs", "timestamp": [0.1, 0.5]} for n in names[:1]],
-               tmp_path / "activitynet_tvg.jsonl")
     _place(videos, tmp_path / "nextgqa_videos")
     write_rows([{"video": Path(n).stem, "qid": 7, "question": "Why?", "candidates": list("vwxyz"), "answer": "x",
                  "solution": [[0.1, 0.3], [0.5, 0.8]]} for n in names[:2]], tmp_path / "nextgqa.parquet")
@@ -217,13 +237,96 @@ def test_readers_of_every_benchmark_format(tmp_path, videos):
     ch = load_benchmark(tmp_path / "charades_test.json")
     assert ch.name == "charades_sta" and len(ch) == 2 and ch.dataset.report.total == 1  # the missing video
     assert ch.dataset[0].problem_type == "iou" and ch.truths[ch.dataset[0].id]["segments"] == [[0.2, 0.9]]
-    assert detect(tmp_path / "activitynet_tvg.jsonl") == "activitynet"
-    assert len(load_benchmark(tmp_path / "activitynet_tvg.jsonl", media_root=tmp_path / "Charades_v1_480")) == 1
 
     gqa = load_benchmark(tmp_path / "nextgqa.parquet")
     sample = gqa.dataset[0]
     assert gqa.name == "nextgqa" and sample.problem_type == "gqa" and sample.answer["answer"] == "C"
     assert gqa.truths[sample.id]["segments"] == [[0.1, 0.3], [0.5, 0.8]] and gqa.truths[sample.id]["letters"] == "ABCDE"
+
+
+OFFICIAL = {
+    # benchmark: (annotation file, video folder, rows) in the layout the official yaml + utils read
+    "videomme": ("videomme/test-00000-of-00001.parquet", "videomme/data", lambda n, i: {
+        "video_id": f"{i:03d}", "duration": ("short", "medium", "long")[i % 3], "domain": "Knowledge",
+        "sub_category": "Humanity & History", "url": "https://x", "videoID": Path(n).stem, "question_id": f"{i:03d}-1",
+        "task_type": "Counting Problem", "question": f"How many cups ({i})?",
+        "options": ["A. one", "B. two", "C. three", "D. four"], "answer": "ABCD"[i % 4]}),
+    "mvbench": ("mvbench/json/action_sequence.json", "mvbench/star/Charades_segment", lambda n, i: {
+        "video": n, "question": f"What did the person do first ({i})?", "candidates": ["sat", "ate", "ran"],
+        "answer": ["sat", "ate", "ran"][i % 3], "start": 1.5, "end": 9.0, "accurate_start": 1.5}),
+    "charades_sta": ("charades_sta/test.parquet", "charades_sta/Charades_v1_480", lambda n, i: {
+        "video": n, "caption": f"person opens the door {i}", "timestamp": [0.2 * i, 0.2 * i + 0.5]}),
+    "activitynet": ("activitynet/test.parquet", "activitynet/val2_videos", lambda n, i: {
+        "video": n, "caption": f"a dog runs {i}", "timestamp": [0.1, 0.6 + i]}),
+    "nextgqa": ("nextgqa/test.parquet", "nextgqa/nextgqa_videos", lambda n, i: {
+        "video": n, "qid": i, "question": f"why did the boy cry ({i})", "candidates": list("vwxyz"),
+        "answer": "vwxyz"[i % 5], "solution": [[0.1, 0.3 + i], [0.5, 0.8]]}),
+}
+
+
+OFFICIAL_TEXT = {
+    # the `*_boxed` tasks' doc_to_text with their post prompts, written out
+    "videomme": lambda r: ("Select the best answer to the following multiple-choice question based on the video. "
+                           "Respond with only the letter (A, B, C, or D) of the correct option.\n" + r["question"] + "\n"
+                           + "\n".join(r["options"]) + "\nPut your final answer in \\boxed{}."),
+    "mvbench": lambda r: ("Question: " + r["question"] + "\nOptions:\n"
+                          + "".join(f"({'ABCDE'[i]}) {c}\n" for i, c in enumerate(r["candidates"]))
+                          + "Put your final answer in \\boxed{}."),
+    "grounding": lambda r: ("Locate the start and end timestamps of the video segment corresponding to the description: "
+                            + r["caption"] + " Please provide the start and end timestamps (in seconds, precise to one "
+                            "decimal places) in the format \\boxed{[start, end]}."),
+    "nextgqa": lambda r: ("Question: " + r["question"] + "\nOptions:\n"
+                          + "\n".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(r["candidates"])) + "\n"
+                          "Please answer the question, and then provide the video segment that best supports your answer. "
+                          "The start and end timestamps must be in seconds with exactly one decimal place.\n"
+                          "Output format: \\boxed{answer <> [start, end]}. For example: \\boxed{A <> [20.3, 30.8]}."),
+}
+
+
+@pytest.mark.parametrize("bench", sorted(OFFICIAL))
+def test_readers_load_the_official_layouts_with_and_without_benchmark(bench, tmp_path, videos):
+    from rl.prompts import user_text
+
+    file, folder, make = OFFICIAL[bench]
+    names = _place(videos[:4], tmp_path / folder)
+    rows = [make(n, i) for i, n in enumerate(names)]
+    path = write_rows(rows, tmp_path / file)
+    given = tmp_path / folder.split("/")[0] if bench == "mvbench" else path
+    media_root = tmp_path / "videomme" if bench == "videomme" else None
+    for name in ("auto", bench):
+        loaded = load_benchmark(given, name, media_root)
+        assert loaded.name == bench and len(loaded) == len(rows), loaded.dataset.report.summary()
+        for row, sample in zip(rows, loaded.dataset):
+            truth = loaded.truths[sample.id]
+            assert Path(sample.media_path).resolve() == (tmp_path / folder / Path(names[rows.index(row)]).name).resolve()
+            assert sample.video_start is None and sample.video_end is None  # the official tasks read whole videos
+            if bench in ("charades_sta", "activitynet"):
+                assert user_text(sample) == OFFICIAL_TEXT["grounding"](row) and truth["segments"] == [row["timestamp"]]
+                continue
+            options = [o[3:] for o in row["options"]] if bench == "videomme" else row["candidates"]
+            assert sample.options == options
+            letter = row["answer"] if bench == "videomme" else "ABCDE"[row["candidates"].index(row["answer"])]
+            assert truth["answer"] == letter
+            assert user_text(sample) == OFFICIAL_TEXT[bench](row), bench
+            if bench == "videomme":
+                assert truth["group"] == row["duration"]
+            if bench == "mvbench":
+                assert truth["group"] == "action_sequence"
+            if bench == "nextgqa":
+                assert truth["segments"] == row["solution"]
+
+
+def test_grounding_files_are_told_apart_by_their_video_folder_or_named(tmp_path, videos):
+    from rl.data.benchmarks import BenchmarkError
+
+    rows = [{"video": videos[0].name, "caption": "x", "timestamp": [0.1, 0.5]}]
+    path = write_rows(rows, tmp_path / "activitynet_test.json")
+    with pytest.raises(BenchmarkError) as err:
+        detect(path)  # no video folder beside it: the file name decides nothing
+    assert "--benchmark" in str(err.value) and len(str(err.value).splitlines()) == 1
+    _place(videos[:1], tmp_path / "Charades_v1_480")
+    assert detect(path) == "charades_sta"  # the folder, not the name, tells
+    assert load_benchmark(path, "activitynet", tmp_path / "Charades_v1_480").name == "activitynet"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +430,8 @@ def test_eval_on_two_engines_equals_one_and_resumes_after_a_kill(tmp_path, toy_d
     # The toy model was trained on option-less questions: on this benchmark-format set it may think on
     # every item; exits are covered by the tau-curve test, this one checks parity and resume.
     assert 0 <= one["think_ratio"] <= 1
-    assert {"accuracy", "mean_generated_tokens", "tokens_per_correct", "per_group", "task_mean_accuracy"} <= set(one)
+    assert {"accuracy", "mean_generated_tokens", "tokens_per_correct", "per_group", "headline", "latency_p50_s",
+            "latency_p95_s"} <= set(one)
 
     # Kill a 2-engine run after its first batches, mid-run, with SIGKILL to the whole process group.
     out = tmp_path / "two"
