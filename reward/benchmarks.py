@@ -246,13 +246,13 @@ def grounding_scores(answer: str, gt_segments: Sequence[Sequence[float]], profil
                      formula: str = "hull") -> dict[str, float]:
     """IoU (and IoP) of the answer's interval, max over the ground-truth segments; [0, 0] when unparsable.
 
-    `formula`: "hull" (Charades-STA / ActivityNet) or "union" (NExT-GQA). `corrected` uses the union
-    formula for all three (the hull equals it wherever the intervals overlap) and never divides by 0.
+    `formula`: "hull" (Charades-STA / ActivityNet: exact wherever the intervals overlap, 0 otherwise,
+    so both profiles keep it) or "union" (NExT-GQA).
     """
     parsed = parse_segment(answer, profile)
     pred = parsed if parsed is not None else (0.0, 0.0)
     gts = [(float(s), float(e)) for s, e in gt_segments]
-    if formula == "hull" and profile == "paper":
+    if formula == "hull":
         iou = max(hull_iou(g, pred) for g in gts)
     else:
         iou = max(segment_iou(pred, g) for g in gts)

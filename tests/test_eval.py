@@ -351,7 +351,7 @@ def test_tau_curve_from_one_pass_equals_real_auto_runs(engine, toy_dir, tmp_path
     inputs = toy_inputs(toy_dir, toy_samples(10, sure_every=3), seed=5)
     bench = Benchmark("internal", Dataset([mi.sample for mi in inputs]))
     max_new = 80
-    one_pass = EarlyExitDecoder(engine, tau=0.97, max_new_tokens=max_new).decode(inputs, "post-hoc")
+    one_pass = EarlyExitDecoder(engine, tau=0.97, max_new_tokens=max_new, rule="paper").decode(inputs, "post-hoc")
     rows = [prediction_row(bench, mi.sample, r, sweep=True, tau=0.97, max_new_tokens=max_new)
             for mi, r in zip(inputs, one_pass)]
     # Two taus that split the samples differently: midway between neighbouring confidences.
@@ -360,7 +360,7 @@ def test_tau_curve_from_one_pass_equals_real_auto_runs(engine, toy_dir, tmp_path
     taus = [(confs[0] + confs[1]) / 2, (confs[-2] + confs[-1]) / 2]
     curve = tau_curve(rows, taus, max_new)
     for tau, point in zip(taus, curve):
-        real = EarlyExitDecoder(engine, tau=tau, max_new_tokens=max_new).decode(inputs, "auto")
+        real = EarlyExitDecoder(engine, tau=tau, max_new_tokens=max_new, rule="paper").decode(inputs, "auto")
         derived = [at_tau(r, tau, max_new) for r in rows]
         assert [d["answer"] for d in derived] == [r.answer for r in real]
         assert [d["thought"] for d in derived] == [r.thought for r in real]
