@@ -39,7 +39,7 @@ PAPER_TAUS = (0.97, 0.98)
 """The paper's operating points (Qwen2.5-VL, Qwen3-VL), marked on the plot."""
 DEFAULT_SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 19)) + tuple(round(0.9 + 0.01 * k, 2) for k in range(1, 11))
 """0.05 .. 0.90 by 0.05, then 0.91 .. 1.00 by 0.01, where the paper's operating points sit."""
-MATCHED_KEYS = ("model", "data", "benchmark", "mode", "tau", "max_new_tokens", "tau_sweep", "system_prompt")
+MATCHED_KEYS = ("model", "data", "benchmark", "mode", "tau", "max_new_tokens", "tau_sweep", "system_prompt", "profile")
 
 
 class EvalError(ValueError):
@@ -49,13 +49,13 @@ class EvalError(ValueError):
 class DecoderActor:
     """Ray shell over one engine and its EarlyExitDecoder: decodes whole batches, both stages."""
 
-    def __init__(self, spec: Any, tau: float, max_new_tokens: int) -> None:
+    def __init__(self, spec: Any, tau: float, max_new_tokens: int, rule: str = "span") -> None:
         from rl.runtime import configure_environment
         from rollout.backends import build_engine
         from rollout.early_exit import EarlyExitDecoder
 
         configure_environment(spec.device, in_actor=True, kvcache_gib=spec.cpu_kvcache_gib)
-        self.decoder = EarlyExitDecoder(build_engine(spec), tau=tau, max_new_tokens=max_new_tokens)
+        self.decoder = EarlyExitDecoder(build_engine(spec), tau=tau, max_new_tokens=max_new_tokens, rule=rule)  # type: ignore[arg-type]
 
     def ready(self) -> int:
         return os.getpid()
@@ -68,12 +68,18 @@ class DecoderActor:
 # Rows: one prediction, scored
 
 
-def _score(bench: Benchmark, sample: Sample, response: str, answer: str) -> dict[str, Any]:
-    """Benchmark scoring (published extractors) or, for internal data, the task reward (as `infer`)."""
-    if bench.truths:
-        from reward.benchmarks import score
+def confidence_rule(profile: str) -> str:
+    """The early-exit confidence rule a scoring profile decodes with: the official one under `paper`."""
+    return "paper" if profile == "paper" else "span"
 
-        return score(bench.truths[sample.id], response)
+
+def _score(bench: Benchmark, sample: Sample, text: str, on_a1: bool, answer: str, profile: str) -> dict[str, Any]:
+    """Benchmark scoring of the text the official wrapper hands on (before `<think>` when a1 is the
+    answer, else after `</think>`), or, for internal data, the task reward of the answer (as `infer`)."""
+    if bench.truths:
+        from reward.benchmarks import score, scored_text
+
+        return score(bench.truths[sample.id], scored_text(text, on_a1), profile)  # type: ignore[arg-type]
     from launch.infer import score_answer
 
     return score_answer(sample, answer)
@@ -84,7 +90,7 @@ def _group(bench: Benchmark, sample: Sample) -> str:
 
 
 def prediction_row(bench: Benchmark, sample: Sample, result: EarlyExitResult, *, sweep: bool, tau: float,
-                   max_new_tokens: int) -> dict[str, Any]:
+                   max_new_tokens: int, profile: str = "paper") -> dict[str, Any]:
     """One sample's prediction and scores. With `sweep`, `result` is a full decode and the row keeps
     what every tau needs (a1 and the full answer, each scored; `think_at`) besides `auto` at `tau`."""
     row: dict[str, Any] = {"id": sample.id, "group": _group(bench, sample), "problem_type": sample.problem_type,
@@ -92,12 +98,12 @@ def prediction_row(bench: Benchmark, sample: Sample, result: EarlyExitResult, *,
     if not sweep:
         row.update(thought=result.thought, answer=result.answer, generated_tokens=result.generated_tokens,
                    text=result.text)
-        row.update(_score(bench, sample, result.text, result.answer))
+        row.update(_score(bench, sample, result.text, not result.thought, result.answer, profile))
         return row
     full_answer = final_answer(result.text)
     row.update(think_at=result.think_at, full_tokens=result.generated_tokens, full_answer=full_answer, text=result.text,
-               score_a1=_score(bench, sample, result.a1, result.a1),
-               score_full=_score(bench, sample, result.text, full_answer))
+               rule=confidence_rule(profile), score_a1=_score(bench, sample, result.text, True, result.a1, profile),
+               score_full=_score(bench, sample, result.text, False, full_answer, profile))
     row.update(at_tau(row, tau, max_new_tokens))
     return row
 
@@ -105,7 +111,7 @@ def prediction_row(bench: Benchmark, sample: Sample, result: EarlyExitResult, *,
 def at_tau(row: dict[str, Any], tau: float, max_new_tokens: int) -> dict[str, Any]:
     """The fields `auto` at `tau` gives this one-pass row: answer, thought, generated_tokens, scores."""
     answer, thought, tokens = auto_at(row["a1"], row["confidence"], row["think_at"], row["full_tokens"],
-                                      row["full_answer"], tau, max_new_tokens)
+                                      row["full_answer"], tau, max_new_tokens, row.get("rule", "span"))
     on_a1 = row["think_at"] is not None and not thought
     return {"answer": answer, "thought": thought, "generated_tokens": tokens,
             **(row["score_a1"] if on_a1 else row["score_full"])}
@@ -191,7 +197,7 @@ def _decode_all(cfg: Config, model_dir: Path, bench: Benchmark, todo: list[Sampl
     builder = InputBuilder(str(model_dir), cfg.data, training=False)  # the evaluation prompt variant
     num_engines = min(cfg.rollout.num_engines, len(batches))
     actor_cls = ray.remote(DecoderActor).options(**actor_options(spec))
-    actors = [actor_cls.remote(spec, tau, max_new) for _ in range(num_engines)]
+    actors = [actor_cls.remote(spec, tau, max_new, confidence_rule(cfg.eval.profile)) for _ in range(num_engines)]
     decoded = 0
     bar = tqdm(total=len(bench), initial=len(bench) - len(todo), desc="eval", unit="sample", disable=not progress,
                dynamic_ncols=True)
@@ -237,8 +243,10 @@ def _decode_all(cfg: Config, model_dir: Path, bench: Benchmark, todo: list[Sampl
 
 
 def summarize(rows: Sequence[dict[str, Any]], benchmark: str) -> dict[str, Any]:
-    """Overall and per-group figures; MVBench adds the mean of its per-task accuracies (its headline)."""
-    from reward.benchmarks import aggregate
+    """Overall and per-group figures, the benchmark's published figures aggregated as published
+    (`headline`: MVBench weighted by task size, VideoMME per duration, R@m and mIoU), and per-sample
+    latency p50/p95. `accuracy` is the headline's where it has one."""
+    from reward.benchmarks import aggregate, headline
 
     by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -246,21 +254,32 @@ def summarize(rows: Sequence[dict[str, Any]], benchmark: str) -> dict[str, Any]:
     out: dict[str, Any] = {"overall": aggregate(rows)}
     if len(by_group) > 1 or benchmark == "mvbench":
         out["per_group"] = {g: aggregate(v) for g, v in sorted(by_group.items())}
-    if benchmark == "mvbench":
-        out["task_mean_accuracy"] = sum(m["accuracy"] for m in out["per_group"].values()) / len(out["per_group"])
-    for key in ("accuracy", "think_ratio", "mean_generated_tokens", "tokens_per_correct"):
+    published = headline(rows, benchmark)
+    if published:
+        out["headline"] = published
+    for key in ("accuracy", "think_ratio", "mean_generated_tokens", "tokens_per_correct", "latency_p50_s",
+                "latency_p95_s"):
         out[key] = out["overall"][key]
+    if "accuracy" in published:
+        out["accuracy"] = published["accuracy"]
     return out
 
 
-def tau_curve(rows: Sequence[dict[str, Any]], taus: Sequence[float], max_new_tokens: int) -> list[dict[str, Any]]:
-    """Per tau: what `auto` would have scored (accuracy, think ratio, tokens, and the rest of aggregate)."""
-    from reward.benchmarks import aggregate
+def tau_curve(rows: Sequence[dict[str, Any]], taus: Sequence[float], max_new_tokens: int,
+              benchmark: str = "internal") -> list[dict[str, Any]]:
+    """Per tau: what `auto` would have scored (accuracy, think ratio, tokens, the rest of aggregate,
+    and the benchmark's published figures; accuracy is the headline's where it has one)."""
+    from reward.benchmarks import aggregate, headline
 
     curve = []
     for tau in taus:
         at = [{**r, **at_tau(r, tau, max_new_tokens)} for r in rows]
-        curve.append({"tau": tau, **aggregate(at)})
+        point: dict[str, Any] = {"tau": tau, **aggregate(at)}
+        published = headline(at, benchmark)
+        if published:
+            point["headline"] = published
+            point["accuracy"] = published.get("accuracy", point["accuracy"])
+        curve.append(point)
     return curve
 
 
@@ -324,8 +343,10 @@ def run_eval(cfg: Config, model: str, data: str, out: Union[str, Path], *, bench
     tau = tau or cfg.infer.tau or default_tau(model_family(model_dir))
     max_new = cfg.infer.max_new_tokens
     out = Path(out)
+    profile = cfg.eval.profile
     settings = {"model": str(model_dir), "data": str(data), "benchmark": bench.name, "mode": mode, "tau": tau,
-                "max_new_tokens": max_new, "tau_sweep": tau_sweep, "system_prompt": cfg.data.system_prompt}
+                "max_new_tokens": max_new, "tau_sweep": tau_sweep, "system_prompt": cfg.data.system_prompt,
+                "profile": profile}
     done = {r["id"]: r for r in prepare_out(out, settings, overwrite)}
     samples = {s.id: s for s in bench.dataset}
     todo = [s for s in bench.dataset if s.id not in done]
@@ -337,7 +358,8 @@ def run_eval(cfg: Config, model: str, data: str, out: Union[str, Path], *, bench
     pred_path = out / "predictions.jsonl"
 
     def on_rows(pairs: list[tuple[Sample, EarlyExitResult]]) -> None:
-        rows = [prediction_row(bench, s, r, sweep=tau_sweep, tau=tau, max_new_tokens=max_new) for s, r in pairs]
+        rows = [prediction_row(bench, s, r, sweep=tau_sweep, tau=tau, max_new_tokens=max_new, profile=profile)
+                for s, r in pairs]
         with open(pred_path, "a") as fh:
             fh.write("".join(json.dumps(row) + "\n" for row in rows))
             fh.flush()
@@ -350,11 +372,11 @@ def run_eval(cfg: Config, model: str, data: str, out: Union[str, Path], *, bench
                               batch_size=batch_size, on_rows=on_rows, skipped=skipped, progress=progress)
     rows = [done[i] for i in samples if i in done]
     summary: dict[str, Any] = {"model": str(model_dir), "data": str(data), "benchmark": bench.name,
-                               "mode": "auto (one full decode)" if tau_sweep else mode, "tau": tau,
+                               "mode": "auto (one full decode)" if tau_sweep else mode, "tau": tau, "profile": profile,
                                "decoded": decoded, "resumed": len(rows) - decoded, "skipped": dict(skipped)}
     summary.update(summarize(rows, bench.name))
     if tau_sweep:
-        curve = tau_curve(rows, sorted(set(taus) | {tau}), max_new)
+        curve = tau_curve(rows, sorted(set(taus) | {tau}), max_new, bench.name)
         (out / "tau_sweep.json").write_text(json.dumps(curve, indent=1) + "\n")
         plot_curve(curve, out / "tau_sweep.png", f"{bench.name}: {Path(str(model_dir)).name}, {len(rows)} samples, one pass")
         summary["tau_sweep"] = {"table": str(out / "tau_sweep.json"), "plot": str(out / "tau_sweep.png")}

@@ -34,6 +34,8 @@ def score_answer(sample: Sample, answer: str) -> dict[str, Any]:
 
 
 def _metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    from reward.benchmarks import latency
+
     n = len(rows)
     out: dict[str, Any] = {
         "n": n,
@@ -41,6 +43,7 @@ def _metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "think_ratio": sum(r["thought"] for r in rows) / n if n else 0.0,
         "mean_generated_tokens": sum(r["generated_tokens"] for r in rows) / n if n else 0.0,
     }
+    out.update(latency(rows))
     ious = [r["iou"] for r in rows if "iou" in r]
     if ious:
         out["miou"] = sum(ious) / len(ious)
@@ -60,6 +63,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "per_problem_type": {k: _metrics(v) for k, v in sorted(by_type.items())},
         "think_ratio": overall["think_ratio"],
         "mean_generated_tokens": overall["mean_generated_tokens"],
+        "latency_p50_s": overall["latency_p50_s"],
+        "latency_p95_s": overall["latency_p95_s"],
     }
 
 

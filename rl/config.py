@@ -210,6 +210,14 @@ class InferConfig(_Section):
     max_new_tokens: int = Field(default=4096, gt=0)
 
 
+class EvalConfig(_Section):
+    """How `thinkonce eval` scores (reward.benchmarks, docs/eval.md)."""
+
+    profile: Literal["paper", "corrected"] = "paper"
+    """paper: the VideoAuto-R1 evaluation item for item (its confidence rule, text choice, extraction,
+    IoU and aggregation, defects kept); corrected: each defect fixed (docs/eval.md lists them)."""
+
+
 class LoggingConfig(_Section):
     wandb_project: str = "thinkonce"
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
@@ -241,6 +249,7 @@ class Config(_Section):
     sync: SyncConfig = SyncConfig()
     trainer: TrainerConfig = TrainerConfig()
     infer: InferConfig = InferConfig()
+    eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
     cluster: ClusterConfig = ClusterConfig()
 
@@ -317,7 +326,7 @@ RESUME_NEUTRAL_KEYS: tuple[str, ...] = (
     "reward.num_workers", "learner.world_size", "learner.zero_stage", "learner.gradient_checkpointing",
     "learner.micro_batch_tokens", "cluster.ray_address",
     # transport, evaluation and reporting
-    "sync.", "infer.", "logging.",
+    "sync.", "infer.", "eval.", "logging.",
 )
 """Keys a resumed run may change freely (a trailing dot: the whole section). Every other key alters
 the run's math or its data order, and resuming with it changed is refused unless the user names it

@@ -27,34 +27,142 @@ LETTERS4 = ["A. red", "B. green", "C. blue", "D. yellow"]
 # Scoring: the published extractors
 
 
-def test_mc_letter_follows_the_published_extractor():
-    assert mc_letter("B") == "B"
-    assert mc_letter("The best answer is C.") == "C"
-    assert mc_letter("(D) yellow") == "D"
-    assert mc_letter("Because the square is green") == "B"  # first capital option letter, as published
-    assert mc_letter("the square is green") == ""
-    assert mc_letter("E", "ABCD") == "" and mc_letter("E", "ABCDE") == "E"
+PAPER = json.loads((ROOT / "tests" / "data" / "paper_eval.json").read_text())
+"""Responses scored by the official VideoAuto-R1 functions (scripts/paper_eval_expected.py)."""
 
 
-def test_mvbench_letter_follows_mcq_acc():
-    assert mvbench_letter("c. the dog") == "C"
-    assert mvbench_letter("(B) walking") == "B"
-    assert mvbench_letter("I think it is a.") == "A"
-    assert mvbench_letter("walking") == "walking"
-    assert score({"kind": "mvbench", "answer": "B"}, "\\boxed{A}<think>x</think>\\boxed{(B) walking}")["correct"]
+def _official_layout(bench: str, root: Path) -> Path:
+    """The recorded docs written as the official annotation files (check="none": no videos needed)."""
+    items = PAPER[bench]["items"]
+    if bench == "mvbench":
+        tasks: dict[str, list] = {}
+        for item in items:
+            tasks.setdefault(item["task"], []).append(item["doc"])
+        for task, docs in tasks.items():
+            write_rows(docs, root / "mvbench" / "json" / f"{task}.json")
+        return root / "mvbench"
+    return write_rows([i["doc"] for i in items], root / f"{bench}.parquet")
 
 
-def test_parse_segment_fallbacks_and_unparsable_is_iou_zero():
-    assert parse_segment("[1.5, 3.0]") == (1.5, 3.0)
-    assert parse_segment("The event happens in 12.0 - 4.5 seconds") == (4.5, 12.0)
-    assert parse_segment('{"start_time": 2, "end_time": 6}') == (2.0, 6.0)
-    assert parse_segment("start: 1.0, end: 4.0") == (1.0, 4.0)
-    assert parse_segment("it starts at 3 and ends at 5") == (3.0, 5.0)
-    assert parse_segment("from 2 to 8") == (2.0, 8.0)
-    assert parse_segment("no idea") is None
+def _item_ids(bench: str) -> list[str]:
+    items, counters, ids = PAPER[bench]["items"], {}, []
+    for index, item in enumerate(items):
+        doc = item["doc"]
+        if bench == "videomme":
+            ids.append(doc["question_id"])
+        elif bench == "mvbench":
+            k = counters[item["task"]] = counters.get(item["task"], -1) + 1
+            ids.append(f"{item['task']}/{k}")
+        elif bench == "nextgqa":
+            ids.append(f"{doc['video']}/{doc['qid']}")
+        else:
+            ids.append(f"{bench}/{index}")
+    return ids
+
+
+@pytest.mark.parametrize("bench", ["videomme", "mvbench", "charades_sta", "activitynet", "nextgqa"])
+def test_paper_profile_scores_every_item_and_aggregate_as_the_official_code(bench, tmp_path):
+    from reward.benchmarks import headline, scored_text
+
+    loaded = load_benchmark(_official_layout(bench, tmp_path), bench, check="none")
+    assert len(loaded) == len(PAPER[bench]["items"]) >= 40
+    rows = []
+    for item, sid in zip(PAPER[bench]["items"], _item_ids(bench)):
+        truth = loaded.truths[sid]
+        got = score(truth, scored_text(item["response"], item["on_a1"]), "paper")
+        want = item["expected"]
+        where = (item["response"], item["on_a1"])
+        for key in ("correct", "answered", "pred"):
+            if key in want:
+                assert got[key] == want[key], (key, where)
+        if "iou" in want:
+            assert got["iou"] == want["iou"], where  # the same float: R@m thresholds see what the paper saw
+        rows.append({**got, "group": truth["group"]})
+    figures = headline(rows, bench)
+    flat = {**{k: v for k, v in figures.items() if not isinstance(v, dict)},
+            **{f"{k}/{g}": v for k, d in figures.items() if isinstance(d, dict) for g, v in d.items()}}
+    expected = PAPER[bench]["aggregates"]
+    assert set(expected) <= set(flat), (sorted(expected), sorted(flat))
+    for key, value in expected.items():
+        assert flat[key] * 100 == pytest.approx(value, abs=1e-9), key
+
+
+def test_paper_confidence_is_the_official_wrappers():
+    from rl.tiny import build_tokenizer
+    from rollout.early_exit import paper_confidence
+
+    tok = build_tokenizer()
+    items = PAPER["confidence"]["items"]
+    assert sum(i["expected"] > 0 for i in items) >= 10 and sum(i["expected"] < 0 for i in items) >= 10
+    for item in items:
+        assert tok.encode(item["text"], add_special_tokens=False) == item["token_ids"], "the tiny tokenizer changed"
+        _, conf = paper_confidence(tok, item["token_ids"], item["logprobs"], item["text"], full=True)
+        assert conf == pytest.approx(item["expected"], abs=1e-9), item["text"]
+
+
+def test_the_scored_text_is_the_wrappers_choice():
+    from reward.benchmarks import scored_text
+
+    text = "\\boxed{B}<think>maybe \\boxed{C} or 0:10 - 0:20</think>\\boxed{D} "
+    assert scored_text(text, True) == "\\boxed{B}" and scored_text(text, False) == "\\boxed{D}"
+    assert scored_text("\\boxed{A}<think>cut", False) == "\\boxed{A}<think>cut"  # no </think>: the whole text
+    truth = {"kind": "mc", "answer": "C", "letters": "ABCD", "group": "short"}
+    assert not score(truth, scored_text(text, True))["correct"]  # C inside the thought is never read
+
+
+def test_corrected_profile_fixes_each_published_defect():
+    c = "corrected"
+    assert mc_letter("Because the dog runs") == "B" and mc_letter("Because the dog runs", profile=c) == ""
+    assert mc_letter("The best option is D") == "D" and mc_letter("The correct option is D", profile=c) == "D"
+    assert mc_letter("Best option: A", profile=c) == "A"
+    assert mvbench_letter("it is a cat") == "A" and mvbench_letter("it is a cat", c) == "it is a cat"
+    assert mvbench_letter("b", c) == "B" and mvbench_letter("c. the dog", c) == "C"
+    assert parse_segment("0:10 - 0:18") == (0.0, 10.0) and parse_segment("0:10 - 0:18", c) == (10.0, 18.0)
+    assert parse_segment("00:00:06 - 00:00:10", c) == (6.0, 10.0)
+    assert parse_segment("15s - 26.3s") is None and parse_segment("15s - 26.3s", c) == (15.0, 26.3)
+    assert parse_segment("Start time: 107.2s, End time: 157.2s", c) == (107.2, 157.2)
+    assert parse_segment('{"start_time": 2, "end_time": 6}') is None  # no a-SEP-b interval: IoU 0, as published
+    assert parse_segment('{"start_time": 2, "end_time": 6}', c) == (2.0, 6.0)
+    from reward.benchmarks import final_box
+
+    assert final_box("\\boxed{\\boxed{B}}") == "\\boxed{B}" and final_box("\\boxed{\\boxed{B}}", c) == "B"
+    assert final_box("\\boxed{\\frac{\\sqrt{3}}{2}}") == "\\boxed{\\frac{\\sqrt{3}}{2}}"  # too deep: the whole text
+    assert final_box("\\boxed{\\frac{\\sqrt{3}}{2}}", c) == "\\frac{\\sqrt{3}}{2}"
+    mvb = [{"group": "t", "correct": True, "answered": True}, {"group": "t", "correct": False, "answered": False}]
+    from reward.benchmarks import headline
+
+    assert headline(mvb, "mvbench")["accuracy"] == 1.0  # paper: the empty answer leaves the denominator
+    scored = [score({"kind": "mvbench", "answer": "A"}, r, c) for r in ("\\boxed{A}", "\\boxed{}")]
+    assert headline([{**s, "group": "t"} for s in scored], "mvbench")["accuracy"] == 0.5
+
+
+def test_post_hoc_scores_the_answer_it_chose_and_summaries_report_latency():
+    from launch.eval import prediction_row, summarize
+    from rl.data.benchmarks import Benchmark
+    from rl.data.records import Dataset
+    from rl.types import Sample
+    from rollout.early_exit import EarlyExitResult
+
+    sample = Sample(id="q1", source="videomme", problem_type="exact_match", question="q", answer="B")
+    bench = Benchmark("videomme", Dataset([sample]), {"q1": {"kind": "mc", "answer": "B", "letters": "ABCD",
+                                                             "group": "short"}})
+    text = "\\boxed{B}<think>no, C</think>\\boxed{C}"
+    rows = []
+    for thought, latency in ((False, 0.5), (True, 2.0)):  # post-hoc chose a1 / the final answer
+        result = EarlyExitResult(sample_id="q1", a1="B", confidence=0.99, thought=thought, answer="C" if thought else "B",
+                                 text=text, token_ids=[1] * 9, generated_tokens=9, latency_s=latency)
+        rows.append(prediction_row(bench, sample, result, sweep=False, tau=0.97, max_new_tokens=64))
+    assert [r["correct"] for r in rows] == [True, False]
+    summary = summarize(rows, "videomme")
+    assert summary["accuracy"] == 0.5 and summary["headline"]["per_duration"] == {"short": 0.5}
+    assert summary["latency_p50_s"] == pytest.approx(1.25) and summary["latency_p95_s"] == pytest.approx(1.925)
+
+
+def test_grounding_iou_is_the_published_float():
+    assert grounding_scores("\\boxed{(1.1, 1.65)}", [[1.1, 2.2]])["iou"] == (1.65 - 1.1) / (2.2 - 1.1)
+    assert grounding_scores("[3, 3]", [[3, 3]])["iou"] == 0.0  # the published code divides by zero here
     assert grounding_scores("no idea", [[1, 2]]) == {"iou": 0.0, "iop": 0.0, "parsed": 0.0}
-    assert grounding_scores("[3, 3]", [[1, 4]])["iou"] == 0.0  # a point has no IoU
-    scored = grounding_scores("[2, 4]", [[0, 3], [3, 10]])  # max over segments
+    scored = grounding_scores("[2, 4]", [[0, 3], [3, 10]], formula="union")  # NExT-GQA: max over segments
     assert scored["iou"] == pytest.approx(0.25) and scored["iop"] == pytest.approx(0.5)
 
 
@@ -70,6 +178,9 @@ def test_aggregate_reports_tokens_per_correct_grounding_and_iop():
     assert m["miou"] == pytest.approx(0.4) and m["r@0.3"] == pytest.approx(2 / 3) and m["r@0.7"] == pytest.approx(1 / 3)
     assert m["miop"] == pytest.approx(0.5) and m["iop@0.5"] == pytest.approx(2 / 3)
     assert m["acc@gqa"] == pytest.approx(1 / 3)  # right answer and IoP >= 0.5
+    assert m["latency_p50_s"] is None  # rows without a latency
+    timed = [{"correct": True, "thought": False, "generated_tokens": 1, "latency_s": t} for t in (1.0, 2.0, 3.0, 4.0, 10.0)]
+    assert aggregate(timed)["latency_p50_s"] == 3.0 and aggregate(timed)["latency_p95_s"] == pytest.approx(8.8)
     assert aggregate([{"correct": False, "thought": True, "generated_tokens": 5}])["tokens_per_correct"] is None
 
 
@@ -108,8 +219,6 @@ def test_readers_of_every_benchmark_format(tmp_path, videos):
     _place(videos, tmp_path / "Charades_v1_480")
     write_rows([{"video": n, "caption": "person opens a door", "timestamp": [0.2, 0.9]} for n in names[:2]]
                + [{"video": "missing.mp4", "caption": "x", "timestamp": [0, 1]}], tmp_path / "charades_test.json")
-    write_rows([{"video": n, "caption": "a dog runs", "timestamp": [0.1, 0.5]} for n in names[:1]],
-               tmp_path / "activitynet_tvg.jsonl")
     _place(videos, tmp_path / "nextgqa_videos")
     write_rows([{"video": Path(n).stem, "qid": 7, "question": "Why?", "candidates": list("vwxyz"), "answer": "x",
                  "solution": [[0.1, 0.3], [0.5, 0.8]]} for n in names[:2]], tmp_path / "nextgqa.parquet")
@@ -128,13 +237,96 @@ def test_readers_of_every_benchmark_format(tmp_path, videos):
     ch = load_benchmark(tmp_path / "charades_test.json")
     assert ch.name == "charades_sta" and len(ch) == 2 and ch.dataset.report.total == 1  # the missing video
     assert ch.dataset[0].problem_type == "iou" and ch.truths[ch.dataset[0].id]["segments"] == [[0.2, 0.9]]
-    assert detect(tmp_path / "activitynet_tvg.jsonl") == "activitynet"
-    assert len(load_benchmark(tmp_path / "activitynet_tvg.jsonl", media_root=tmp_path / "Charades_v1_480")) == 1
 
     gqa = load_benchmark(tmp_path / "nextgqa.parquet")
     sample = gqa.dataset[0]
     assert gqa.name == "nextgqa" and sample.problem_type == "gqa" and sample.answer["answer"] == "C"
     assert gqa.truths[sample.id]["segments"] == [[0.1, 0.3], [0.5, 0.8]] and gqa.truths[sample.id]["letters"] == "ABCDE"
+
+
+OFFICIAL = {
+    # benchmark: (annotation file, video folder, rows) in the layout the official yaml + utils read
+    "videomme": ("videomme/test-00000-of-00001.parquet", "videomme/data", lambda n, i: {
+        "video_id": f"{i:03d}", "duration": ("short", "medium", "long")[i % 3], "domain": "Knowledge",
+        "sub_category": "Humanity & History", "url": "https://x", "videoID": Path(n).stem, "question_id": f"{i:03d}-1",
+        "task_type": "Counting Problem", "question": f"How many cups ({i})?",
+        "options": ["A. one", "B. two", "C. three", "D. four"], "answer": "ABCD"[i % 4]}),
+    "mvbench": ("mvbench/json/action_sequence.json", "mvbench/star/Charades_segment", lambda n, i: {
+        "video": n, "question": f"What did the person do first ({i})?", "candidates": ["sat", "ate", "ran"],
+        "answer": ["sat", "ate", "ran"][i % 3], "start": 1.5, "end": 9.0, "accurate_start": 1.5}),
+    "charades_sta": ("charades_sta/test.parquet", "charades_sta/Charades_v1_480", lambda n, i: {
+        "video": n, "caption": f"person opens the door {i}", "timestamp": [0.2 * i, 0.2 * i + 0.5]}),
+    "activitynet": ("activitynet/test.parquet", "activitynet/val2_videos", lambda n, i: {
+        "video": n, "caption": f"a dog runs {i}", "timestamp": [0.1, 0.6 + i]}),
+    "nextgqa": ("nextgqa/test.parquet", "nextgqa/nextgqa_videos", lambda n, i: {
+        "video": n, "qid": i, "question": f"why did the boy cry ({i})", "candidates": list("vwxyz"),
+        "answer": "vwxyz"[i % 5], "solution": [[0.1, 0.3 + i], [0.5, 0.8]]}),
+}
+
+
+OFFICIAL_TEXT = {
+    # the `*_boxed` tasks' doc_to_text with their post prompts, written out
+    "videomme": lambda r: ("Select the best answer to the following multiple-choice question based on the video. "
+                           "Respond with only the letter (A, B, C, or D) of the correct option.\n" + r["question"] + "\n"
+                           + "\n".join(r["options"]) + "\nPut your final answer in \\boxed{}."),
+    "mvbench": lambda r: ("Question: " + r["question"] + "\nOptions:\n"
+                          + "".join(f"({'ABCDE'[i]}) {c}\n" for i, c in enumerate(r["candidates"]))
+                          + "Put your final answer in \\boxed{}."),
+    "grounding": lambda r: ("Locate the start and end timestamps of the video segment corresponding to the description: "
+                            + r["caption"] + " Please provide the start and end timestamps (in seconds, precise to one "
+                            "decimal places) in the format \\boxed{[start, end]}."),
+    "nextgqa": lambda r: ("Question: " + r["question"] + "\nOptions:\n"
+                          + "\n".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(r["candidates"])) + "\n"
+                          "Please answer the question, and then provide the video segment that best supports your answer. "
+                          "The start and end timestamps must be in seconds with exactly one decimal place.\n"
+                          "Output format: \\boxed{answer <> [start, end]}. For example: \\boxed{A <> [20.3, 30.8]}."),
+}
+
+
+@pytest.mark.parametrize("bench", sorted(OFFICIAL))
+def test_readers_load_the_official_layouts_with_and_without_benchmark(bench, tmp_path, videos):
+    from rl.prompts import user_text
+
+    file, folder, make = OFFICIAL[bench]
+    names = _place(videos[:4], tmp_path / folder)
+    rows = [make(n, i) for i, n in enumerate(names)]
+    path = write_rows(rows, tmp_path / file)
+    given = tmp_path / folder.split("/")[0] if bench == "mvbench" else path
+    media_root = tmp_path / "videomme" if bench == "videomme" else None
+    for name in ("auto", bench):
+        loaded = load_benchmark(given, name, media_root)
+        assert loaded.name == bench and len(loaded) == len(rows), loaded.dataset.report.summary()
+        for row, sample in zip(rows, loaded.dataset):
+            truth = loaded.truths[sample.id]
+            assert Path(sample.media_path).resolve() == (tmp_path / folder / Path(names[rows.index(row)]).name).resolve()
+            assert sample.video_start is None and sample.video_end is None  # the official tasks read whole videos
+            if bench in ("charades_sta", "activitynet"):
+                assert user_text(sample) == OFFICIAL_TEXT["grounding"](row) and truth["segments"] == [row["timestamp"]]
+                continue
+            options = [o[3:] for o in row["options"]] if bench == "videomme" else row["candidates"]
+            assert sample.options == options
+            letter = row["answer"] if bench == "videomme" else "ABCDE"[row["candidates"].index(row["answer"])]
+            assert truth["answer"] == letter
+            assert user_text(sample) == OFFICIAL_TEXT[bench](row), bench
+            if bench == "videomme":
+                assert truth["group"] == row["duration"]
+            if bench == "mvbench":
+                assert truth["group"] == "action_sequence"
+            if bench == "nextgqa":
+                assert truth["segments"] == row["solution"]
+
+
+def test_grounding_files_are_told_apart_by_their_video_folder_or_named(tmp_path, videos):
+    from rl.data.benchmarks import BenchmarkError
+
+    rows = [{"video": videos[0].name, "caption": "x", "timestamp": [0.1, 0.5]}]
+    path = write_rows(rows, tmp_path / "activitynet_test.json")
+    with pytest.raises(BenchmarkError) as err:
+        detect(path)  # no video folder beside it: the file name decides nothing
+    assert "--benchmark" in str(err.value) and len(str(err.value).splitlines()) == 1
+    _place(videos[:1], tmp_path / "Charades_v1_480")
+    assert detect(path) == "charades_sta"  # the folder, not the name, tells
+    assert load_benchmark(path, "activitynet", tmp_path / "Charades_v1_480").name == "activitynet"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +352,7 @@ def test_tau_curve_from_one_pass_equals_real_auto_runs(engine, toy_dir, tmp_path
     inputs = toy_inputs(toy_dir, toy_samples(10, sure_every=3), seed=5)
     bench = Benchmark("internal", Dataset([mi.sample for mi in inputs]))
     max_new = 80
-    one_pass = EarlyExitDecoder(engine, tau=0.97, max_new_tokens=max_new).decode(inputs, "post-hoc")
+    one_pass = EarlyExitDecoder(engine, tau=0.97, max_new_tokens=max_new, rule="paper").decode(inputs, "post-hoc")
     rows = [prediction_row(bench, mi.sample, r, sweep=True, tau=0.97, max_new_tokens=max_new)
             for mi, r in zip(inputs, one_pass)]
     # Two taus that split the samples differently: midway between neighbouring confidences.
@@ -169,7 +361,7 @@ def test_tau_curve_from_one_pass_equals_real_auto_runs(engine, toy_dir, tmp_path
     taus = [(confs[0] + confs[1]) / 2, (confs[-2] + confs[-1]) / 2]
     curve = tau_curve(rows, taus, max_new)
     for tau, point in zip(taus, curve):
-        real = EarlyExitDecoder(engine, tau=tau, max_new_tokens=max_new).decode(inputs, "auto")
+        real = EarlyExitDecoder(engine, tau=tau, max_new_tokens=max_new, rule="paper").decode(inputs, "auto")
         derived = [at_tau(r, tau, max_new) for r in rows]
         assert [d["answer"] for d in derived] == [r.answer for r in real]
         assert [d["thought"] for d in derived] == [r.thought for r in real]
@@ -239,7 +431,8 @@ def test_eval_on_two_engines_equals_one_and_resumes_after_a_kill(tmp_path, toy_d
     # The toy model was trained on option-less questions: on this benchmark-format set it may think on
     # every item; exits are covered by the tau-curve test, this one checks parity and resume.
     assert 0 <= one["think_ratio"] <= 1
-    assert {"accuracy", "mean_generated_tokens", "tokens_per_correct", "per_group", "task_mean_accuracy"} <= set(one)
+    assert {"accuracy", "mean_generated_tokens", "tokens_per_correct", "per_group", "headline", "latency_p50_s",
+            "latency_p95_s"} <= set(one)
 
     # Kill a 2-engine run after its first batches, mid-run, with SIGKILL to the whole process group.
     out = tmp_path / "two"

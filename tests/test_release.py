@@ -122,7 +122,7 @@ def _expected(root: Path) -> list[Sample]:
         video("STI-Bench/0", "STI-Bench", "exact_match",
               "From 0.5 s to 2.0 s. Which object moves first?\n(A) cup\n(B) ball\n(C) box", "B",
               "STI-Bench/videos/sti_0.mp4", options=["cup", "ball", "box"]),
-        video("MMR-VBench/0", "MMR-VBench", "exact_match", "Where is the key hidden?\nA. table\nB. floor\nC. shelf", "C",
+        video("MMR-VBench/0", "MMR-VBench", "exact_match", "Where is the key hidden?\nOptions:\nA. table\nB. floor\nC. shelf", "C",
               "MMR-VBench/videos/mmr_0.mp4", options=["table", "floor", "shelf"]),
         video("Charades-STA/0", "Charades-STA", "iou", "a person opens a door.", [0.0, 2.1],
               "CharadesSTA/Charades_v1_480/AO8RW.mp4"),

@@ -1,20 +1,22 @@
 """Evaluation benchmarks from local annotation files, in the formats lmms-eval's tasks read.
 
-Each benchmark becomes `Sample`s (the prompt side: options rendered as `A. text` lines, as the
-training data) plus, per sample id, the ground truth its published scorer needs
+Each benchmark becomes `Sample`s (the prompt side: the official task's user text, which the
+renderer completes with its post prompt) plus, per sample id, the ground truth its published scorer needs
 (`reward.benchmarks.score`) and a group for per-group figures. Nothing is downloaded: give the
 annotation file (the HF dataset's parquet/json/jsonl) and, optionally, the folder of the videos.
 
 | benchmark | annotation columns (lmms-eval) | problem | group | videos looked for under media_root |
 |---|---|---|---|---|
-| videomme | videoID, question_id, duration, task_type, question, options ["A. ...", ...], answer (letter) | mc A-D | duration | `{videoID}.mp4` (.MP4, .mkv), also in `data/` |
-| mvbench | video, question, candidates, answer (text); one file per task (`json/<task>.json`) | mvbench | task | `<task folder>/video` (lmms-eval's DATA_LIST), also under `video/` |
+| videomme | videoID, question_id, duration, domain, sub_category, task_type, question, options ["A. ...", ...], answer (letter) | mc A-D | duration | `{videoID}.mp4` (.MP4, .mkv), also in `data/` |
+| mvbench | video, question, candidates, answer (text); one file per task (`json/<task>.json`); the whole video (the official task ignores `start`/`end`) | mvbench | task | `<task folder>/video` (lmms-eval's DATA_LIST), also under `video/` |
 | charades_sta | video, caption, timestamp [s, e] | grounding | - | `video`, also in `Charades_v1_480/` |
-| activitynet | video, caption, timestamp [s, e] | grounding | - | `video`, also in `videos/` |
+| activitynet | video, caption, timestamp [s, e] | grounding | - | `video`, also in `val2_videos/` |
 | nextgqa | video, qid, question, candidates, answer (text), solution [[s, e], ...] | gqa (A-E) | - | `video`, also in `nextgqa_videos/` |
 | internal | our JSONL/Parquet schema or a data_config.yaml (rl.data.loaders) | by problem_type | problem_type | as the loader resolves |
 
-MVBench tasks stored as frame folders (episodic_reasoning's TVQA frames) are not videos and are
+Charades-STA and ActivityNet-TVG share their columns; `detect` tells them apart by the official
+video folder beside the file (`Charades_v1_480/`, `val2_videos/`) and otherwise asks for
+`--benchmark`. MVBench tasks stored as frame folders (episodic_reasoning's TVQA frames) are not videos and are
 skipped by the media check, counted in the report.
 """
 
@@ -36,7 +38,6 @@ from rl.data.records import (
     strip_option_label,
     validate_sample,
 )
-from rl.prompts import listed_question, option_lines
 from rl.types import Sample
 
 PathLike = Union[str, os.PathLike]
@@ -65,6 +66,10 @@ MVBENCH_FOLDERS = {
     "action_count": "perception/videos",
 }
 """MVBench task -> its video folder (lmms-eval's `DATA_LIST`)."""
+
+
+GROUNDING_FOLDERS = {"charades_sta": "Charades_v1_480", "activitynet": "val2_videos"}
+"""The video folder each official grounding task reads (`temporal_grounding_doc_to_visual`)."""
 
 
 class BenchmarkError(ValueError):
@@ -115,8 +120,21 @@ def read_rows(path: PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def detect(path: PathLike) -> str:
-    """The benchmark an annotation file (or MVBench folder) holds, from its columns."""
+def _grounding_layout(path: Path, media_root: Optional[PathLike]) -> str:
+    """Charades-STA and ActivityNet-TVG share their columns: tell them apart by the official video
+    folder beside the annotation (or under `media_root`), never by the file name."""
+    roots = [Path(media_root)] if media_root is not None else [path.parent]
+    found = {name for root in roots for name, folder in GROUNDING_FOLDERS.items() if (root / folder).is_dir()}
+    if len(found) == 1:
+        return found.pop()
+    folders = " or ".join(f"{f}/ ({n})" for n, f in GROUNDING_FOLDERS.items())
+    raise BenchmarkError(f"{path}: Charades-STA and ActivityNet-TVG files have the same columns and no {folders} "
+                         "folder tells them apart here; pass --benchmark charades_sta or --benchmark activitynet")
+
+
+def detect(path: PathLike, media_root: Optional[PathLike] = None) -> str:
+    """The benchmark an annotation file (or MVBench folder) holds, from its columns (and, for the two
+    grounding sets, the official video folder)."""
     path = Path(path)
     if path.is_dir():
         return "mvbench"
@@ -131,7 +149,7 @@ def detect(path: PathLike) -> str:
     if {"candidates", "answer", "video"} <= columns:
         return "mvbench"
     if {"caption", "timestamp", "video"} <= columns:
-        return "activitynet" if "activitynet" in str(path).lower() else "charades_sta"
+        return _grounding_layout(path, media_root)
     if {"problem_type", "answer", "question"} <= columns:
         return "internal"
     raise BenchmarkError(f"{path}: cannot tell the benchmark from its columns {sorted(columns)}; pass --benchmark")
@@ -170,16 +188,29 @@ def _segments(value: Any, where: str) -> list[list[float]]:
         raise RecordError(where, "timestamp", f"expected numbers, got {value!r}") from None
 
 
-def _with_options(question: str, options: list[str]) -> str:
-    """A multiple-choice question with its `A. x` option lines (the letters the scoring reads)."""
-    return listed_question(question.rstrip(), option_lines(options))
+VIDEOMME_INSTRUCTION = ("Select the best answer to the following multiple-choice question based on the video. "
+                        "Respond with only the letter (A, B, C, or D) of the correct option.")
+"""The first line of VideoMME's official user text (`videomme_doc_to_text`)."""
+
+
+def _videomme_question(question: str, labelled: list[str]) -> str:
+    """VideoMME's official user text up to its post prompt (the renderer appends `\nPut your final
+    answer in \\boxed{}.`, the `_boxed` task's post prompt): instruction, question, options as written."""
+    return VIDEOMME_INSTRUCTION + "\n" + question + "\n" + "\n".join(labelled)
+
+
+def _mvbench_question(question: str, options: list[str]) -> str:
+    """MVBench's official user text up to its post prompt: `Question: q\nOptions:\n(A) x\n...`."""
+    lines = "".join(f"({LETTERS[i]}) {o}\n" for i, o in enumerate(options))
+    return ("Question: " + question + "\nOptions:\n" + lines).rstrip("\n")
 
 
 def _videomme(row: dict, index: int, root: Path, where: str) -> tuple[Sample, dict]:
     options = [strip_option_label(str(o), i) for i, o in enumerate(row["options"])]
     answer = str(row["answer"]).strip()
     sample = Sample(id=str(row.get("question_id") or index), source="videomme", problem_type="exact_match",
-                    question=_with_options(str(row["question"]), options), answer=answer, options=options,
+                    question=_videomme_question(str(row["question"]), [str(o) for o in row["options"]]),
+                    answer=answer, options=options,
                     media_kind="video", media_path=_media(root, f"{row['videoID']}.mp4", ("", "data"), (".MP4", ".mkv")))
     return sample, {"kind": "mc", "answer": answer, "letters": "ABCD", "group": str(row.get("duration", ""))}
 
@@ -190,12 +221,10 @@ def _mvbench(task: str) -> Callable[[dict, int, Path, str], tuple[Sample, dict]]
     def convert(row: dict, index: int, root: Path, where: str) -> tuple[Sample, dict]:
         options = [str(c) for c in row["candidates"]]
         letter = _letter_of(row["answer"], options, where)
-        start, end = row.get("start"), row.get("end")
+        # The whole video, as the official task reads it (its `start`/`end` columns are not used there).
         sample = Sample(id=f"{task}/{index}", source=f"mvbench/{task}", problem_type="exact_match",
-                        question=_with_options(str(row["question"]), options), answer=letter, options=options,
-                        media_kind="video", media_path=_media(root, str(row["video"]), (folder, f"video/{folder}")),
-                        video_start=float(start) if start is not None else None,
-                        video_end=float(end) if end is not None else None)
+                        question=_mvbench_question(str(row["question"]), options), answer=letter, options=options,
+                        media_kind="video", media_path=_media(root, str(row["video"]), (folder, f"video/{folder}")))
         return sample, {"kind": "mvbench", "answer": letter, "group": task}
 
     return convert
@@ -205,7 +234,7 @@ def _grounding(name: str, folder: str) -> Callable[[dict, int, Path, str], tuple
     def convert(row: dict, index: int, root: Path, where: str) -> tuple[Sample, dict]:
         segments = _segments(row["timestamp"], where)
         sample = Sample(id=str(row.get("id") or f"{name}/{index}"), source=name, problem_type="iou",
-                        question=str(row["caption"]).strip(), answer=segments[0], media_kind="video",
+                        question=str(row["caption"]), answer=segments[0], media_kind="video",
                         media_path=_media(root, str(row["video"]), ("", folder)))
         return sample, {"kind": "grounding", "segments": segments, "group": ""}
 
@@ -268,7 +297,7 @@ def load_benchmark(path: PathLike, name: str = "auto", media_root: Optional[Path
     path = Path(path)
     if not path.exists():
         raise BenchmarkError(f"benchmark data not found: {path}")
-    name = detect(path) if name == "auto" else name
+    name = detect(path, media_root) if name == "auto" else name
     if name not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {name!r}; expected auto or one of {', '.join(BENCHMARKS)}")
     if name == "internal":
@@ -284,8 +313,8 @@ def load_benchmark(path: PathLike, name: str = "auto", media_root: Optional[Path
     else:
         root = Path(media_root) if media_root is not None else path.parent
         convert = {"videomme": _videomme, "nextgqa": _nextgqa,
-                   "charades_sta": _grounding("charades_sta", "Charades_v1_480"),
-                   "activitynet": _grounding("activitynet", "videos")}[name]
+                   "charades_sta": _grounding("charades_sta", GROUNDING_FOLDERS["charades_sta"]),
+                   "activitynet": _grounding("activitynet", GROUNDING_FOLDERS["activitynet"])}[name]
         _convert_rows(read_rows(path), convert, root, str(path), report, samples, truths)
     kept = check_media(samples, report, check)  # type: ignore[arg-type]
     kept_ids = {s.id for s in kept}

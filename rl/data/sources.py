@@ -170,14 +170,26 @@ def _dapo_math(item: dict, ctx: Item) -> Sample:
     return _sample(ctx, "math", _text(item, "prompt", ctx.where), _text(item, "solution", ctx.where))
 
 
+_RELEASE_BOX = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+"""The release loader's box (`extract_boxed_content`): content nesting braces one level at most."""
+
+
+def _release_boxed(raw: str) -> str:
+    """What the release loader hands math-verify: the last one-level box's content, else the whole
+    answer (so `\\boxed{\\frac{\\sqrt{3}}{2}}`, too deep for it, is parsed box and all, and reads as math)."""
+    found = _RELEASE_BOX.findall(raw)
+    return found[-1] if found else raw
+
+
 def _virl(item: dict, ctx: Item) -> Sample:
-    """`question` (`<image>` dropped), `image` (one), `answer`: the last box's content; math when math-verify reads it."""
+    """`question` (`<image>` dropped), `image` (one), `answer`: the last box's content; math when
+    math-verify reads what the release loader extracts (`_release_boxed`)."""
     raw = _text(item, "answer", ctx.where)
     answer = last_boxed(raw)
     if answer is None or not answer.strip():
         raise RecordError(ctx.where, "answer", f"no \\boxed{{}} answer in {raw!r}", "no_boxed_answer")
     answer = answer.strip()
-    problem_type = "math" if _is_math(answer) else "exact_match"
+    problem_type = "math" if _is_math(_release_boxed(raw)) else "exact_match"
     return _sample(ctx, problem_type, _question(item, "question", ctx.where), answer, media_kind="image",
                    media_path=_one_image(item, ctx))  # fmt: skip
 
@@ -263,7 +275,8 @@ def _stibench(item: dict, ctx: Item) -> Sample:
 
 
 def _mmr(item: dict, ctx: Item) -> Sample:
-    """`question`, `options` (`(A) x`, shown `A. x`; empty ones dropped), `correctAnswer` (`(C)`), `video`."""
+    """`question`, `options` (`(A) x`, shown after an `Options:` line as `A. x`; empty ones dropped),
+    `correctAnswer` (`(C)`), `video`."""
     raw = _get(item, "options", ctx.where)
     if not isinstance(raw, list):
         raise RecordError(ctx.where, "options", f"expected a list of '(A) x' strings, got {raw!r}")
@@ -277,7 +290,9 @@ def _mmr(item: dict, ctx: Item) -> Sample:
     key = _text(item, "correctAnswer", ctx.where).strip("() ")
     if key not in labels:
         raise RecordError(ctx.where, "correctAnswer", f"{key!r} names no non-empty option", "answer_not_in_options")
-    question = prompts.listed_question(_text(item, "question", ctx.where), prompts.option_lines(options))
+    # The release's text: `{question}\nOptions:\n` then `X. text` per non-empty option, as written.
+    shown = [f"{o[1]}.{o[3:]}" if o[:1] == "(" and o[2:3] == ")" else o for o in map(str, raw) if o != ""]
+    question = prompts.listed_question(_text(item, "question", ctx.where) + "\nOptions:", shown)
     return _sample(ctx, "exact_match", question, LETTERS[labels.index(key)], options=options, media_kind="video",
                    media_path=_video(item, "video", ctx))  # fmt: skip
 
