@@ -19,7 +19,7 @@ MicroBatch's scores come out per sequence, in the order the sequences were given
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import torch
 from torch import Tensor
@@ -247,11 +247,15 @@ class ResponseScores:
     """(N, R) entropy of the tempered distribution at each response token, detached (0 on padding)."""
 
 
-def response_logprobs(model: torch.nn.Module, mb: MicroBatch, temperature: float = 1.0, with_entropy: bool = False) -> ResponseScores:
+def response_logprobs(model: torch.nn.Module, mb: MicroBatch, temperature: float = 1.0, with_entropy: bool = False,
+                      suppressed: Collection[int] = ()) -> ResponseScores:
     """Forward `mb` through `model` (an HF Qwen-VL model or a DeepSpeed engine around one) and score the responses.
 
     Logits are divided by the sampling temperature before the log-softmax (method.md section 4).
-    A packed micro-batch (`collate_shared`) also gets its positions and prefix-sharing mask.
+    `suppressed` token ids (the vision placeholders, rl.family.suppressed_token_ids) are left out of
+    the distribution, as the engines leave them out of the one they sample from and report, so
+    learner and engine log-probs share one definition. A packed micro-batch (`collate_shared`) also
+    gets its positions and prefix-sharing mask.
     """
     inputs = mb.model_inputs
     if mb.packing is not None:
@@ -259,6 +263,9 @@ def response_logprobs(model: torch.nn.Module, mb: MicroBatch, temperature: float
     logits = model(**inputs, use_cache=False).logits
     kept = logits.shape[1]
     logits = logits.reshape(-1, logits.shape[-1])[mb.row.unsqueeze(1) * kept + mb.logit_index].float() / temperature
+    if suppressed:  # finite, so probability * logit stays 0 in the entropy
+        ids = torch.tensor(list(suppressed), device=logits.device)
+        logits = logits.index_fill(-1, ids, torch.finfo(logits.dtype).min)
     log_norm = torch.logsumexp(logits, dim=-1)
     logp = torch.gather(logits, 2, mb.targets.unsqueeze(-1)).squeeze(-1) - log_norm
     logp = torch.where(mb.mask > 0, logp, torch.zeros_like(logp))

@@ -44,6 +44,7 @@ from learner.prefix import SHARED_PREFIX_ATTENTION, prompt_groups
 from learner.sender import LearnerSender
 from learner.snapshots import BehaviourSnapshot, frozen_engine
 from rl.config import Config, LearnerConfig
+from rl.family import suppressed_token_ids
 from rl.grpo import aggregation_units, behaviour_weights, policy_loss
 from rl.mrope import load_vl_model
 from rl.pixels import PixelMaker
@@ -136,6 +137,7 @@ class Learner:
         self.cfg = cfg
         self.model_dir = str(model_dir or cfg.model.path)
         self.temperature = cfg.rollout.temperature
+        self.suppressed = suppressed_token_ids(self.model_dir)  # never sampled: outside the scored distribution too
         # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op (C++, tens of seconds on
         # the first start of each environment) that only its inference all-reduce uses; training never
         # calls it, so mark it unavailable and DeepSpeed keeps torch.distributed for everything.
@@ -262,7 +264,7 @@ class Learner:
         out: dict[int, torch.Tensor] = {}
         for plan in plans:
             for units, dummy in plan:
-                scores = response_logprobs(model, self._collate(seqs, units), self.temperature)
+                scores = response_logprobs(model, self._collate(seqs, units), self.temperature, suppressed=self.suppressed)
                 if dummy:
                     continue
                 for row, i in enumerate(_flat(units)):
@@ -391,7 +393,7 @@ class Learner:
             self.engine.set_gradient_accumulation_boundary(j == len(plan) - 1)
             mb = self._collate(seqs, rows)
             indices = _flat(rows)
-            scores = response_logprobs(self.engine, mb, self.temperature, with_entropy=True)
+            scores = response_logprobs(self.engine, mb, self.temperature, with_entropy=True, suppressed=self.suppressed)
             if dummy:
                 self.engine.backward(scores.logp.sum() * 0.0)
                 continue

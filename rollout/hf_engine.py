@@ -19,13 +19,14 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from rl.family import suppressed_token_ids
 from rl.mrope import load_vl_model
 from rl.pixels import PixelMaker
 from rl.types import Generation, ModelInput
 from rl.weight_sync.broadcast import WeightReceiver
 from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec
 from rollout.engine import NamedTensors, checked_prefixes, prompt_seed
-from rollout.sampling import SamplingSettings, response_text, suppressed_token_ids
+from rollout.sampling import SamplingSettings, response_text
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

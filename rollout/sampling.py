@@ -6,22 +6,17 @@ placeholders: every engine removes these tokens from the sampling distribution.
 
 The log-prob an engine reports for a sampled token is its log-prob under the distribution it was
 sampled from: softmax(logits / temperature), top-p applied, vision placeholders removed. The
-learner scores log_softmax(logits / temperature) (learner.batch.response_logprobs), so at top-p 1
-(the paper's setting) the two agree at any temperature, up to the placeholders' probability, which
-sampling forbids; and with grpo.behaviour_logprobs = engine the truncated weight divides by the
+learner scores log_softmax(logits / temperature) over the same support, placeholders removed
+(learner.batch.response_logprobs), so at top-p 1 (the paper's setting) the two agree at any
+temperature; and with grpo.behaviour_logprobs = engine the truncated weight divides by the
 probability the token really had. (Raw log-probs, before temperature, differ from the learner's by
 tenths at temperature 0.7: tests/test_rollout.py.)
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence
-
-VISION_CONFIG_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>")
 
 
 @dataclass(frozen=True)
@@ -54,23 +49,6 @@ class SamplingSettings:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
         if self.greedy and self.n > 1:
             raise ValueError("greedy decoding (temperature 0) with n > 1 would repeat one answer n times")
-
-
-def suppressed_token_ids(model_dir: str | Path) -> list[int]:
-    """Vision placeholder / start / end / pad token ids of a model, from its config and tokenizer files.
-
-    Reads files only (no tokenizer object), so vLLM's workers can call it cheaply.
-    """
-    root = Path(model_dir)
-    config = json.loads((root / "config.json").read_text())
-    ids = {config[key] for key in VISION_CONFIG_KEYS if isinstance(config.get(key), int)}
-    tokenizer_file = root / "tokenizer.json"
-    if tokenizer_file.is_file():
-        added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
-        ids.update(tok["id"] for tok in added if tok.get("content") in VISION_TOKENS)
-    if not ids:
-        raise ValueError(f"{model_dir}: no vision token ids found in config.json or tokenizer.json")
-    return sorted(ids)
 
 
 def response_text(tokenizer, token_ids: Sequence[int]) -> str:

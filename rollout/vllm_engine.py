@@ -12,11 +12,12 @@ import os
 import time
 from typing import Optional, Sequence
 
+from rl.family import suppressed_token_ids
 from rl.runtime import configure_environment
 from rl.types import Generation, ModelInput
 from rl.weight_sync.protocol import ParamMeta, SyncGroupSpec
 from rollout.engine import VISION_BIAS, EngineSpec, Fanout, NamedTensors, checked_prefixes, prompt_seed
-from rollout.sampling import SamplingSettings, suppressed_token_ids
+from rollout.sampling import SamplingSettings
 
 
 def device_normalize_is_exact(model_dir: str) -> bool:

@@ -12,9 +12,10 @@ import math
 import pytest
 import torch
 
+from rl.family import suppressed_token_ids
 from rollout.engine import EngineSpec
 from rollout.hf_engine import HFEngine
-from rollout.sampling import SamplingSettings, suppressed_token_ids
+from rollout.sampling import SamplingSettings
 from rollout.toy import toy_inputs, toy_samples
 from rollout.vllm_engine import VLLMEngine
 
