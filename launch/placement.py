@@ -7,10 +7,17 @@ can hold them all, and says clearly what is missing before any actor starts.
 
 from __future__ import annotations
 
+import logging
 import os
 
-from rl.config import Config
+from rl.config import Config, ConfigError
 from rl.runtime import Device, runtime_env_vars
+
+log = logging.getLogger("thinkonce.placement")
+
+
+class ResourceShortfall(ConfigError, RuntimeError):
+    """The cluster cannot hold what the config asks for: a user error, reported in one line."""
 
 
 def required(cfg: Config, device: Device) -> dict[str, float]:
@@ -37,7 +44,13 @@ def init_ray(cfg: Config, device: Device) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         # Ray's CPUs are logical: on a small CPU box every actor still gets its slot and the OS shares the cores.
-        cpus = max(os.cpu_count() or 1, int(required(cfg, device)["CPU"]) + 1)
+        cores = os.cpu_count() or 1
+        need = int(required(cfg, device)["CPU"])
+        if device == "cpu" and cfg.rollout.num_engines > cores:
+            log.warning("rollout.num_engines=%d on %d CPU cores: the engines share the cores, so start-up and "
+                        "decoding get slower, not faster; on this machine use rollout.num_engines<=%d",
+                        cfg.rollout.num_engines, cores, cores)
+        cpus = max(cores, need + 1)
         ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
 
 
@@ -58,4 +71,4 @@ def check_resources(cfg: Config, device: Device) -> None:
              for resource, amount in sorted(required(cfg, device).items(), reverse=True)
              if have.get(resource, 0.0) + 1e-9 < amount]
     if short:
-        raise RuntimeError("the Ray cluster has " + "; and ".join(short) + ". Lower those keys or add nodes.")
+        raise ResourceShortfall("the Ray cluster has " + "; and ".join(short) + ". Lower those keys or add nodes.")

@@ -15,6 +15,8 @@ from typing import Literal
 
 import torch
 
+from rl.runtime import plain_file_mode
+
 Family = Literal["qwen2_5_vl", "qwen3_vl"]
 FAMILIES: tuple[str, ...] = ("qwen2_5_vl", "qwen3_vl")
 
@@ -189,6 +191,7 @@ def build_tiny(family: Family, out_dir: str | Path, *, hidden: int = 128, layers
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
+    plain_file_mode(out / "model.safetensors")
     build_processor(family, tokenizer).save_pretrained(out)
     (out / "thinkonce_tiny.json").write_text(json.dumps({"family": family, "hidden": hidden, "layers": layers, "seed": seed}))
     return out
