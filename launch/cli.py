@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="HF model directory")
     p.add_argument("--data", required=True, help="dataset: data_config.yaml, .jsonl or .parquet")
     p.add_argument("--tau", type=float, default=None, help="confidence threshold (default by family: 0.97 / 0.98)")
-    p.add_argument("--mode", default="auto", choices=["auto", "always-think", "never-think", "post-hoc"])
+    p.add_argument("--mode", default="auto", choices=["auto", "always-think", "never-think", "post-hoc"],
+                   help="auto: think only when a1 is not confident (default); post-hoc: decode to the end, then choose")
     p.add_argument("--out", default=None, help="predictions JSONL path (without it only the summary is printed)")
     p.add_argument("--config", default=None, help="optional YAML preset for engine/data settings")
     p.add_argument("overrides", nargs="*", help="dotted overrides")
@@ -127,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotation file (.parquet/.json/.jsonl) of VideoMME, MVBench (file or folder), Charades-STA, "
                         "ActivityNet, NExT-GQA, or internal data (.jsonl/.parquet/data_config.yaml)")
     p.add_argument("--benchmark", default="auto",
-                   choices=["auto", "videomme", "mvbench", "charades_sta", "activitynet", "nextgqa", "internal"])
+                   choices=["auto", "videomme", "mvbench", "charades_sta", "activitynet", "nextgqa", "internal"],
+                   help="the file's format and scoring (default: auto, from its columns)")
     p.add_argument("--media-root", default=None, help="folder of the videos (default: the annotation file's folder)")
     p.add_argument("--out", required=True, help="output folder: predictions.jsonl, summary.json (a rerun resumes)")
     p.add_argument("--tau", type=float, default=None, help="confidence threshold (default by family: 0.97 / 0.98)")

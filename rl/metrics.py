@@ -134,9 +134,9 @@ LOG_EVERY_S = 10.0
 
 
 class LineProgress:
-    """A progress report for logs: one line per update (at most every LOG_EVERY_S seconds, and the
-    last), with the rate and an ETA measured from its own start. tqdm's in-place redraws (carriage
-    returns) run together on one line in a file or under `ray job logs`."""
+    """A progress report for logs: a line for the first update, then at most every LOG_EVERY_S
+    seconds, and for the last, with an ETA measured from its own start. tqdm's in-place redraws
+    (carriage returns) run together on one line in a file or under `ray job logs`."""
 
     def __init__(self, total: int, *, initial: int = 0, desc: str, unit: str) -> None:
         self.total, self.n, self.desc, self.unit = total, initial, desc, unit
@@ -150,7 +150,7 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.perf_counter()
-        if self.n >= self.total or now - self._last >= LOG_EVERY_S:
+        if self.n >= self.total or now - self._last >= LOG_EVERY_S or self.n - n == self._initial:
             self._last = now
             done, elapsed = self.n - self._initial, now - self._start
             eta = f", ETA {elapsed / done * (self.total - self.n):.0f} s" if done and self.n < self.total else ""

@@ -467,7 +467,7 @@ class BadLine(RecordError):
 
     def __init__(self, path: Path, number: int, exc: json.JSONDecodeError) -> None:
         super().__init__(f"{path}:{number}", "line", exc.msg)
-        self.args = (f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})",)
+        self.args = (f"{path}:{number}: not valid JSON ({exc.msg}: column {exc.colno})",)
 
 
 def read_json_lines(path: PathLike) -> list[Any]:
