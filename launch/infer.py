@@ -175,7 +175,10 @@ def run_inference(
 
 def infer(cfg_or_args: Union[argparse.Namespace, Config]) -> int:
     """CLI entry: parsed `thinkonce infer` arguments, or a Config (model.path on data.train)."""
+    import logging
+
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the summary JSON only
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if isinstance(cfg_or_args, Config):
         cfg = cfg_or_args
         summary = run_inference(cfg, cfg.model.path, cfg.data.train)
