@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import warnings
 from typing import Literal
 
 Device = Literal["cpu", "cuda"]
@@ -40,6 +41,9 @@ def runtime_env_vars(device: Device, *, in_actor: bool = False, kvcache_gib: int
         "TOKENIZERS_PARALLELISM": "false",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
+        # transformers' per-load and per-save bars ("Loading weights", "Writing model shards"): one
+        # per actor start and per checkpoint, in every job log; our own progress report stays.
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     }
     if not os.environ.get("WANDB_API_KEY"):
         env["WANDB_MODE"] = "offline"
@@ -136,6 +140,9 @@ def quiet_repeated_warnings() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, OncePerMessage) for f in target.filters):
             target.addFilter(OncePerMessage())
+    # vLLM's Triton dispatcher probes every torch.distributed attribute, deprecated aliases included,
+    # at import; the alias is vLLM's to drop, and nothing of ours uses it.
+    warnings.filterwarnings("ignore", message="`torch.distributed.reduce_op` is deprecated", category=FutureWarning)
     by_logger: dict[str, tuple[str, ...]] = {}
     for name, prefix, _ in KNOWN_HARMLESS:
         by_logger[name] = by_logger.get(name, ()) + (prefix,)
