@@ -28,7 +28,7 @@ def _malformed(tmp_path: Path, n: int) -> Path:
     generate_synthetic(tmp_path / "syn", n, seed=3)
     lines = (tmp_path / "syn" / "samples.jsonl").read_text().splitlines()
     lines[3] = lines[3][:40]
-    path = tmp_path / "data.jsonl"
+    path = tmp_path / "syn" / "data.jsonl"  # beside the videos its media paths are relative to
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -139,12 +139,12 @@ def test_ctrl_c_during_train_names_the_checkpoint_and_the_command(tiny_qwen25, t
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_eval_names_the_predictions_kept(toy_dir, tmp_path):
+def test_ctrl_c_during_eval_names_the_predictions_kept(tiny_qwen25, tmp_path):
     """Eval over a file with a malformed 4th line: the line is named; Ctrl-C after some batches ends
     in one line with the predictions kept and the same command to continue."""
     data, out = _malformed(tmp_path, 16), tmp_path / "eval"
-    args = ["eval", "--model", str(toy_dir), "--data", str(data), "--out", str(out), "--batch-size", "1",
-            f"model.path={toy_dir}", "infer.max_new_tokens=48", "rollout.num_engines=1"]
+    args = ["eval", "--model", str(tiny_qwen25), "--data", str(data), "--out", str(out), "--batch-size", "1",
+            "--config", "configs/tiny_cpu.yaml", f"model.path={tiny_qwen25}", "infer.max_new_tokens=32"]
     proc = _start(args)
     pred = out / "predictions.jsonl"
     _, err = _ctrl_c(proc, lambda: pred.is_file() and len(pred.read_text().splitlines()) >= 2, "eval")
