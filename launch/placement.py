@@ -45,13 +45,20 @@ def init_ray(cfg: Config, device: Device) -> None:
     else:
         # Ray's CPUs are logical: on a small CPU box every actor still gets its slot and the OS shares the cores.
         cores = os.cpu_count() or 1
-        need = int(required(cfg, device)["CPU"])
-        if device == "cpu" and cfg.rollout.num_engines > cores:
-            log.warning("rollout.num_engines=%d on %d CPU cores: the engines share the cores, so start-up and "
-                        "decoding get slower, not faster; on this machine use rollout.num_engines<=%d",
-                        cfg.rollout.num_engines, cores, cores)
-        cpus = max(cores, need + 1)
+        warning = oversubscribed(cfg, device, cores)
+        if warning:
+            log.warning(warning)
+        cpus = max(cores, int(required(cfg, device)["CPU"]) + 1)
         ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
+
+
+def oversubscribed(cfg: Config, device: Device, cores: int) -> str:
+    """A warning when a local CPU run asks for more engines than the machine has cores ('' if not):
+    each engine is a full vLLM instance, so they share the cores and start and decode slower."""
+    if device != "cpu" or cfg.rollout.num_engines <= cores:
+        return ""
+    return (f"rollout.num_engines={cfg.rollout.num_engines} on {cores} CPU cores: the engines share the cores, so "
+            f"start-up and decoding get slower, not faster; on this machine use rollout.num_engines<={cores}")
 
 
 def check_resources(cfg: Config, device: Device) -> None:

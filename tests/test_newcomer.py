@@ -82,6 +82,15 @@ def test_small_commands_speak_one_error_format_and_write_readable_files(tmp_path
     assert not missing, f"options without help text: {missing}"
 
 
+def test_more_local_engines_than_cores_is_said():
+    from launch.placement import oversubscribed
+    from rl.config import load_config
+
+    cfg = load_config(str(ROOT / "configs/tiny_cpu.yaml"), ["rollout.num_engines=8"])
+    assert oversubscribed(cfg, "cpu", 2).startswith("rollout.num_engines=8 on 2 CPU cores: the engines share the cores")
+    assert oversubscribed(cfg, "cpu", 8) == "" and oversubscribed(cfg, "cuda", 2) == ""
+
+
 def test_line_progress_off_a_terminal(capsys, monkeypatch):
     """In a log file tqdm's redraws run together: a line per update instead (first, every 10 s, last)."""
     from rl import metrics
