@@ -11,7 +11,7 @@ import logging
 import os
 
 from rl.config import Config, ConfigError
-from rl.runtime import Device, runtime_env_vars
+from rl.runtime import Device, quiet_repeated_warnings, runtime_env_vars
 
 log = logging.getLogger("thinkonce.placement")
 
@@ -38,6 +38,7 @@ def init_ray(cfg: Config, device: Device) -> None:
 
     if ray.is_initialized():
         return
+    quiet_repeated_warnings()  # Ray's own notices too, in every driver (eval's does not configure_environment)
     address = cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": runtime_env_vars(device, in_actor=True, kvcache_gib=cfg.rollout.cpu_kvcache_gib)}
     if address:
