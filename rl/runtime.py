@@ -171,3 +171,12 @@ def quiet_repeated_warnings() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, LibraryNoise) for f in target.filters):
             target.addFilter(LibraryNoise(once=name in REPEATING_LOGGERS, drop=drop.get(name, ())))
+
+
+def plain_file_mode(path: str | os.PathLike) -> None:
+    """Give `path` the mode `open()` would (0666 less the umask). Files written through a private
+    temporary file (tempfile.mkstemp, as safetensors' save and our atomic writes do) are otherwise
+    0600: unreadable by the rest of a team sharing the output."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

@@ -135,15 +135,15 @@ def test_ctrl_c_during_train_names_the_checkpoint_and_the_command(tiny_qwen25, t
     run_dir = tmp_path / "run"
     proc = _start(["train", "--resume", "auto", f"model.path={tiny_qwen25}", f"data.synthetic_dir={tmp_path / 'syn'}",
                    "data.synthetic_num_samples=4", f"trainer.run_dir={run_dir}", "trainer.total_rounds=50",
-                   "trainer.save_every=2", "trainer.prompts_per_round=2", "trainer.steps_per_round=1", "rollout.n=4",
+                   "trainer.save_every=1", "trainer.prompts_per_round=2", "trainer.steps_per_round=1", "rollout.n=4",
                    "rollout.max_new_tokens=16", "logging.progress=false", "logging.wandb_mode=disabled"])
-    _, err = _ctrl_c(proc, lambda: (run_dir / "checkpoints" / "step-000002" / "manifest.json").is_file(), "train")
+    _, err = _ctrl_c(proc, lambda: (run_dir / "checkpoints" / "step-000001" / "manifest.json").is_file(), "train")
     assert f"--resume auto: no complete checkpoint in {run_dir}; starting a new run from round 0" in err
     last = err.strip().splitlines()[-1]
     match = re.fullmatch(r"thinkonce: interrupted; kept checkpoint (\S+) \(round (\d+)\); continue with: "
                          r"thinkonce train --config (\S+) --resume auto", last)
     assert match, err[-3000:]
-    assert Path(match[1]).parent == run_dir / "checkpoints" and int(match[2]) >= 2
+    assert Path(match[1]).parent == run_dir / "checkpoints" and int(match[2]) >= 1
     assert match[3] == str(run_dir / "config.yaml") and Path(match[3]).is_file()
 
 
