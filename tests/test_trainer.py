@@ -110,9 +110,15 @@ def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
         # wandb and the progress report on, as for a user (offline wandb: no key here).
         runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "300"}})
         user = ["logging.progress=true", "logging.wandb_mode=auto"]
-        _ray("job", "submit", "--address", address, "--submission-id", "straight", "--no-wait", "--working-dir", str(REPO),
-             "--runtime-env-json", runtime_env, "--", "thinkonce", "train", "--config", "configs/tiny_cpu.yaml",
-             "--resume", "none", *_overrides(tiny_qwen25, synthetic, straight, 50), *user, check=True, timeout=300)
+        submit = ["job", "submit", "--address", address, "--submission-id", "straight", "--no-wait", "--working-dir",
+                  str(REPO), "--runtime-env-json", runtime_env, "--", "thinkonce", "train", "--config",
+                  "configs/tiny_cpu.yaml", "--resume", "none", *_overrides(tiny_qwen25, synthetic, straight, 50), *user]
+        for _ in range(30):  # the head's job agent may still be starting on a loaded box ("No available agent")
+            submitted = _ray(*submit, timeout=300)
+            if submitted.returncode == 0 or "No available agent" not in submitted.stderr:
+                break
+            time.sleep(2)
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
         deadline, next_check = time.time() + 600, time.time() + 10
         while len(read_metrics(straight)) < 4:
             if time.time() > next_check:  # a job that failed early ends the wait
