@@ -2,13 +2,16 @@
 
 Each subcommand is a thin parser around a function elsewhere; heavy imports happen only inside the
 subcommand that needs them, so `thinkonce --help` is instant. Errors in the user's input (config, data, paths, an output
-folder of another run) print one line and exit with code 2, without a traceback.
+folder of another run) print one line and exit with code 2, without a traceback. Ctrl-C prints one
+line saying what the interrupted command kept and how to continue, and exits with code 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 from rl.config import ConfigError
@@ -53,31 +56,71 @@ def _filter(args: argparse.Namespace) -> int:
     return filter_dataset(args)
 
 
+def _train_kept(args: argparse.Namespace, command: str) -> str:
+    """The last checkpoint of the interrupted run and the command that continues from it."""
+    from rl.checkpoint import CheckpointManager
+    from rl.config import load_config
+
+    config = getattr(args, "config", None) or "configs/tiny_cpu.yaml"  # `demo` trains configs/tiny_cpu.yaml
+    run_dir = Path(load_config(config, list(args.overrides)).trainer.run_dir)
+    manager = CheckpointManager(run_dir)
+    latest = manager.latest()
+    if latest is None:
+        return f"no checkpoint was written yet in {run_dir}; start again with: {command}"
+    step = manager.read_manifest(latest).step
+    return (f"kept checkpoint {latest} (round {step}); continue with: "
+            f"thinkonce train --config {run_dir / 'config.yaml'} --resume auto")
+
+
+def _eval_kept(args: argparse.Namespace, command: str) -> str:
+    """The predictions written so far; the same command resumes after them."""
+    path = Path(args.out) / "predictions.jsonl"
+    done = sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+    return f"kept {done} predictions in {path}; continue with the same command (it skips them): {command}"
+
+
+def _nothing_kept(args: argparse.Namespace, command: str) -> str:
+    """Commands that write their output only at the end."""
+    return f"nothing was written (the output is written at the end); run it again: {command}"
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    """The one line Ctrl-C prints: what the command kept and the command that continues."""
+    command = shlex.join(["thinkonce", *argv])
+    try:
+        return f"thinkonce: interrupted; {args.kept(args, command)}"
+    except Exception as exc:  # a config that does not load cannot have started a run
+        return f"thinkonce: interrupted ({exc}); run it again: {command}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinkonce", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="run GRPO training (locally, or under `ray job submit`)")
-    p.add_argument("--config", default="configs/tiny_cpu.yaml", help="YAML preset in configs/")
-    p.add_argument("--resume", default="auto", help="auto (latest complete checkpoint in run_dir), none, or a checkpoint path")
+    p.add_argument("--config", default="configs/tiny_cpu.yaml", help="YAML preset in configs/ (default: %(default)s)")
+    p.add_argument("--resume", default="auto",
+                   help="auto (the latest complete checkpoint in trainer.run_dir; a new run when there is none), "
+                        "none (a new run; an earlier one in run_dir is moved aside), or a checkpoint path (default: auto)")
     p.add_argument("--resume-allow-changes", default="", metavar="KEY[,KEY]",
                    help="config keys (or 'dataset') a resume may change although they alter the run's math or data order")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.total_rounds=20")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, kept=_train_kept)
 
     p = sub.add_parser("demo", help="the tiny default end to end on CPU (the README's main command)")
     p.add_argument("overrides", nargs="*", help="dotted overrides on top of configs/tiny_cpu.yaml")
-    p.set_defaults(func=_demo)
+    p.set_defaults(func=_demo, kept=_train_kept)
 
     p = sub.add_parser("infer", help="confidence-gated early-exit inference over a dataset")
     p.add_argument("--model", required=True, help="HF model directory")
     p.add_argument("--data", required=True, help="dataset: data_config.yaml, .jsonl or .parquet")
     p.add_argument("--tau", type=float, default=None, help="confidence threshold (default by family: 0.97 / 0.98)")
-    p.add_argument("--mode", default="auto", choices=["auto", "always-think", "never-think", "post-hoc"])
-    p.add_argument("--out", default=None, help="predictions JSONL path")
+    p.add_argument("--mode", default="auto", choices=["auto", "always-think", "never-think", "post-hoc"],
+                   help="auto: think only when a1 is not confident (default); post-hoc: decode to the end, then choose")
+    p.add_argument("--out", default=None, help="predictions JSONL path (without it only the summary is printed)")
     p.add_argument("--config", default=None, help="optional YAML preset for engine/data settings")
     p.add_argument("overrides", nargs="*", help="dotted overrides")
-    p.set_defaults(func=_infer)
+    p.set_defaults(func=_infer, kept=_nothing_kept)
 
     p = sub.add_parser("eval", help="early-exit evaluation on benchmark files over rollout.num_engines engines (resumable)")
     p.add_argument("--model", required=True, help="HF model directory (or tiny:<family>)")
@@ -85,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotation file (.parquet/.json/.jsonl) of VideoMME, MVBench (file or folder), Charades-STA, "
                         "ActivityNet, NExT-GQA, or internal data (.jsonl/.parquet/data_config.yaml)")
     p.add_argument("--benchmark", default="auto",
-                   choices=["auto", "videomme", "mvbench", "charades_sta", "activitynet", "nextgqa", "internal"])
+                   choices=["auto", "videomme", "mvbench", "charades_sta", "activitynet", "nextgqa", "internal"],
+                   help="the file's format and scoring (default: auto, from its columns)")
     p.add_argument("--media-root", default=None, help="folder of the videos (default: the annotation file's folder)")
     p.add_argument("--out", required=True, help="output folder: predictions.jsonl, summary.json (a rerun resumes)")
     p.add_argument("--tau", type=float, default=None, help="confidence threshold (default by family: 0.97 / 0.98)")
@@ -98,23 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="move an existing --out folder aside and start over")
     p.add_argument("--config", default=None, help="optional YAML preset for engine/data settings")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.num_engines=2")
-    p.set_defaults(func=_eval)
+    p.set_defaults(func=_eval, kept=_eval_kept)
 
     p = sub.add_parser("filter", help="difficulty filter: drop QA prompts the model gets all right or all wrong")
-    p.add_argument("--config", default="configs/tiny_cpu.yaml")
-    p.add_argument("--data", required=True, help="input dataset")
+    p.add_argument("--config", default="configs/tiny_cpu.yaml",
+                   help="YAML preset: model, engines and rollout sampling (default: %(default)s)")
+    p.add_argument("--data", required=True, help="input dataset: data_config.yaml, .jsonl or .parquet")
     p.add_argument("--out", required=True, help="filtered dataset (.jsonl or .parquet)")
     p.add_argument("--k", type=int, default=8, help="answers sampled per prompt (paper: 8)")
-    p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=_filter)
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.num_engines=2")
+    p.set_defaults(func=_filter, kept=_nothing_kept)
 
     p = sub.add_parser("make-tiny", help="build an offline tiny random Qwen-VL model directory")
-    p.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
-    p.add_argument("--out", required=True)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_make_tiny)
+    p.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"],
+                   help="architecture and chat template to copy (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output model directory (created)")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size of the language model (default: %(default)s)")
+    p.add_argument("--layers", type=int, default=2, help="decoder layers (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    p.set_defaults(func=_make_tiny, kept=_nothing_kept)
     return parser
 
 
@@ -130,10 +176,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except KeyboardInterrupt:
+        print(interrupted(args, argv), file=sys.stderr)
+        return 130
     except Exception as exc:
         if not isinstance(exc, user_errors()):
             raise

@@ -181,10 +181,10 @@ def _decode_all(cfg: Config, model_dir: Path, bench: Benchmark, todo: list[Sampl
                 batch_size: int, on_rows, skipped: dict[str, int], progress: bool) -> int:
     """Decode `todo` in fixed batches over the engine actors; `on_rows(rows)` per finished batch."""
     import ray
-    from tqdm import tqdm
 
     from launch.placement import init_ray
     from rl.inputs import InputBuilder, SampleError
+    from rl.metrics import progress_bar
     from rl.runtime import resolve_device
     from rollout.actor import actor_options
     from rollout.engine import EngineSpec
@@ -199,10 +199,11 @@ def _decode_all(cfg: Config, model_dir: Path, bench: Benchmark, todo: list[Sampl
     actor_cls = ray.remote(DecoderActor).options(**actor_options(spec))
     actors = [actor_cls.remote(spec, tau, max_new, confidence_rule(cfg.eval.profile)) for _ in range(num_engines)]
     decoded = 0
-    bar = tqdm(total=len(bench), initial=len(bench) - len(todo), desc="eval", unit="sample", disable=not progress,
-               dynamic_ncols=True)
+    bar = None
     try:
+        logger.info("starting %d engine(s) on %s", num_engines, model_dir)
         ray.get([a.ready.remote() for a in actors])
+        bar = progress_bar(len(bench), initial=len(bench) - len(todo), desc="eval", unit="sample", enabled=progress)
         pending: dict[Any, tuple[Any, list]] = {}
         queue = list(reversed(batches))
 
@@ -232,7 +233,8 @@ def _decode_all(cfg: Config, model_dir: Path, bench: Benchmark, todo: list[Sampl
             bar.update(len(results))
             submit(actor)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         for actor in actors:
             ray.kill(actor, no_restart=True)
     return decoded

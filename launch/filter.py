@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from rl.config import load_config
+from rl.config import ConfigError, load_config
 
 KEPT_WHOLE = ("iou", "gqa")
 log = logging.getLogger("thinkonce.filter")
@@ -50,9 +50,9 @@ def filter_dataset(args: argparse.Namespace) -> int:
     from rollout.group import RolloutGroup
     from rollout.sampling import SamplingSettings
 
-    cfg = load_config(args.config, list(args.overrides))
     if args.k < 2:
-        raise SystemExit("thinkonce filter: --k must be at least 2 (all-right / all-wrong needs several answers)")
+        raise ConfigError(f"--k must be at least 2, got {args.k} (all right / all wrong needs several answers)")
+    cfg = load_config(args.config, list(args.overrides))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     device = resolve_device(cfg.cluster.device)
     configure_environment(device, kvcache_gib=cfg.rollout.cpu_kvcache_gib)
@@ -88,5 +88,9 @@ def filter_dataset(args: argparse.Namespace) -> int:
     (write_parquet if out.suffix == ".parquet" else write_jsonl)(kept, out, media_root=out.parent)
     stats.update(output=len(kept), k=args.k, by_type={t: dict(c) for t, c in stats["by_type"].items()})
     Path(f"{out}.stats.json").write_text(json.dumps(stats, indent=2))
+    if not kept:
+        log.warning("no prompt kept: %s is empty (per problem type: %s); every prompt's %d answers were all right "
+                    "or all wrong, or its media failed. The model is too weak or too strong for this data at this "
+                    "rollout.temperature", out, json.dumps(stats["by_type"]), args.k)
     print(json.dumps(stats))
     return 0

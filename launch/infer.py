@@ -27,6 +27,9 @@ from rl.problems.grounding import IOU_THRESHOLDS
 from rl.types import Sample
 from rollout.early_exit import EarlyExitDecoder, EarlyExitResult, Mode, default_tau
 
+THINK_RATIO_NOTE = ("think_ratio: the share of answers taken after the thinking (a2); post-hoc decodes every response "
+                    "to the end and then answers from a1 when it is confident, so its tokens include the thinking "
+                    "even at think_ratio 0")
 
 def score_answer(sample: Sample, answer: str) -> dict[str, Any]:
     """Reward, correctness and (grounding) IoU of one final answer, as its problem type scores it."""
@@ -101,16 +104,21 @@ def run_inference(
     out: Optional[str] = None,
     engine: Any = None,
     batch_size: int = 32,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Decode every usable sample of `data` in `mode`; write predictions to `out`; return the summary.
 
     `engine` reuses an already built engine (tests, benchmarks); by default one is built from
     `rollout.backend` and the model. Samples whose media cannot be used are skipped and counted.
+    `progress`: a bar (or log lines) over the samples once the engine is up.
     """
+    import logging
+
     from rl.data.loaders import load_dataset, load_from_config
     from rl.data.records import DataError
     from rl.family import model_family
     from rl.inputs import InputBuilder, SampleError
+    from rl.metrics import progress_bar
     from rollout.backends import build_engine
     from rollout.engine import EngineSpec
 
@@ -126,6 +134,8 @@ def run_inference(
         raise DataError(f"no usable samples in {data} ({dataset.report.summary()})")
     builder = InputBuilder(str(model_dir), cfg.data, training=False)
     if engine is None:
+        logging.getLogger("thinkonce.infer").info("%d samples; starting the %s engine on %s (vLLM loads and "
+                                                  "compiles first)", len(dataset), cfg.rollout.backend, model_dir)
         spec = EngineSpec.from_config(cfg, str(model_dir))
         engine = build_engine(spec.replace(max_model_len=cfg.data.max_prompt_length + cfg.infer.max_new_tokens))
     decoder = EarlyExitDecoder(engine, tau=tau, max_new_tokens=cfg.infer.max_new_tokens)
@@ -134,6 +144,7 @@ def run_inference(
         skipped[reason] += count
     rows: list[dict[str, Any]] = []
     samples = list(dataset)
+    bar = progress_bar(len(samples), desc="infer", unit="sample", enabled=progress)
     for start in range(0, len(samples), batch_size):
         inputs = []
         for sample in samples[start : start + batch_size]:
@@ -143,26 +154,37 @@ def run_inference(
                 skipped[exc.reason] += 1
         for mi, result in zip(inputs, decoder.decode(inputs, mode)):
             rows.append(prediction_row(mi.sample, result))
+        bar.update(len(samples[start : start + batch_size]))
+    bar.close()
     if out:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = {"model": str(model_dir), "data": data, "mode": mode, "tau": tau, "skipped": dict(skipped)}
     summary.update(summarize(rows))
+    if mode == "post-hoc":
+        summary["note"] = THINK_RATIO_NOTE
     summary["wall_s"] = time.perf_counter() - started
     return summary
 
 
 def infer(cfg_or_args: Union[argparse.Namespace, Config]) -> int:
     """CLI entry: parsed `thinkonce infer` arguments, or a Config (model.path on data.train)."""
+    import logging
+
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries the summary JSON only
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if isinstance(cfg_or_args, Config):
         cfg = cfg_or_args
         summary = run_inference(cfg, cfg.model.path, cfg.data.train)
     else:
         args = cfg_or_args
         cfg = load_config(args.config, getattr(args, "overrides", None) or ())
-        summary = run_inference(cfg, args.model, args.data, mode=args.mode, tau=args.tau, out=args.out)
+        if not args.out:
+            print("thinkonce infer: no --out, so the predictions are not kept; only the summary is printed",
+                  file=sys.stderr)
+        summary = run_inference(cfg, args.model, args.data, mode=args.mode, tau=args.tau, out=args.out,
+                                progress=cfg.logging.progress)
     json.dump(summary, sys.stdout)
     sys.stdout.write("\n")
     return 0

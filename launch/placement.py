@@ -7,10 +7,17 @@ can hold them all, and says clearly what is missing before any actor starts.
 
 from __future__ import annotations
 
+import logging
 import os
 
-from rl.config import Config
-from rl.runtime import Device, runtime_env_vars
+from rl.config import Config, ConfigError
+from rl.runtime import Device, quiet_repeated_warnings, runtime_env_vars
+
+log = logging.getLogger("thinkonce.placement")
+
+
+class ResourceShortfall(ConfigError, RuntimeError):
+    """The cluster cannot hold what the config asks for: a user error, reported in one line."""
 
 
 def required(cfg: Config, device: Device) -> dict[str, float]:
@@ -31,14 +38,28 @@ def init_ray(cfg: Config, device: Device) -> None:
 
     if ray.is_initialized():
         return
+    quiet_repeated_warnings()  # Ray's own notices too, in every driver (eval's does not configure_environment)
     address = cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": runtime_env_vars(device, in_actor=True, kvcache_gib=cfg.rollout.cpu_kvcache_gib)}
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
         # Ray's CPUs are logical: on a small CPU box every actor still gets its slot and the OS shares the cores.
-        cpus = max(os.cpu_count() or 1, int(required(cfg, device)["CPU"]) + 1)
+        cores = os.cpu_count() or 1
+        warning = oversubscribed(cfg, device, cores)
+        if warning:
+            log.warning(warning)
+        cpus = max(cores, int(required(cfg, device)["CPU"]) + 1)
         ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
+
+
+def oversubscribed(cfg: Config, device: Device, cores: int) -> str:
+    """A warning when a local CPU run asks for more engines than the machine has cores ('' if not):
+    each engine is a full vLLM instance, so they share the cores and start and decode slower."""
+    if device != "cpu" or cfg.rollout.num_engines <= cores:
+        return ""
+    return (f"rollout.num_engines={cfg.rollout.num_engines} on {cores} CPU cores: the engines share the cores, so "
+            f"start-up and decoding get slower, not faster; on this machine use rollout.num_engines<={cores}")
 
 
 def check_resources(cfg: Config, device: Device) -> None:
@@ -58,4 +79,4 @@ def check_resources(cfg: Config, device: Device) -> None:
              for resource, amount in sorted(required(cfg, device).items(), reverse=True)
              if have.get(resource, 0.0) + 1e-9 < amount]
     if short:
-        raise RuntimeError("the Ray cluster has " + "; and ".join(short) + ". Lower those keys or add nodes.")
+        raise ResourceShortfall("the Ray cluster has " + "; and ".join(short) + ". Lower those keys or add nodes.")

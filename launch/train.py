@@ -67,7 +67,6 @@ def _run(config_path: str, overrides: Sequence[str], resume: str, resume_allow_c
     device = resolve_device(cfg.cluster.device)
     configure_environment(device, kvcache_gib=cfg.rollout.cpu_kvcache_gib)
     start = time.time()
-    model_dir = resolve_model_path(cfg.model, cfg.data, seed=cfg.trainer.seed)
     data = load_from_config(cfg.data)
     if data.report.total:
         logging.getLogger("thinkonce").warning("data: %s", data.report.summary())
@@ -79,12 +78,16 @@ def _run(config_path: str, overrides: Sequence[str], resume: str, resume_allow_c
         check_resume(resume_from, checkpoints.read_manifest(resume_from), cfg, data.samples,
                      resume_allow_changes)
     fresh = resume == "none" or (resume == "auto" and resume_from is None)
+    if resume == "auto" and resume_from is None:
+        logging.getLogger("thinkonce").info("--resume auto: no complete checkpoint in %s; starting a new run "
+                                            "from round 0", Path(cfg.trainer.run_dir).resolve())
     if fresh:
         moved = set_aside_earlier_run(cfg.trainer.run_dir)
         if moved is not None:
             logging.getLogger("thinkonce").info("%s held an earlier run; moved it to %s", cfg.trainer.run_dir, moved)
     init_ray(cfg, device)
-    check_resources(cfg, device)
+    check_resources(cfg, device)  # before the model is built or warm-started (minutes at scale)
+    model_dir = resolve_model_path(cfg.model, cfg.data, seed=cfg.trainer.seed)
 
     from launch.trainer import LearnerDied, Trainer
 
@@ -188,4 +191,6 @@ def format_demo_report(report: dict[str, Any]) -> str:
         for mode in ("auto", "post-hoc"):
             m = h[mode]
             lines.append(f"  {mode:<10} {m['accuracy']:8.3f} {m['think_ratio']:12.3f} {m['mean_generated_tokens']:12.1f}")
+        lines.append("  think ratio: answers taken after the thinking; post-hoc decodes every response to the end "
+                     "(its tokens), then answers from a1 when confident")
     return "\n".join(lines)

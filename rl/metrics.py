@@ -1,14 +1,17 @@
 """Training metrics: what a round measured, and where it goes (metrics.jsonl, wandb, a progress bar).
 
 wandb runs offline when no WANDB_API_KEY is set (an unreachable server blocks about 100 s before
-failing); tqdm draws the progress bar with its ETA.
+failing); tqdm draws the progress bar with its ETA on a terminal, `LineProgress` writes a line per
+update elsewhere (a log file, `ray job logs`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from rl.types import Generation, RewardBreakdown, Sample
+
+log = logging.getLogger("thinkonce.metrics")
 
 
 class PhaseTimer:
@@ -82,11 +87,9 @@ class MetricsLogger:
 
     def __init__(self, run_dir: str | Path, total_rounds: int, start_round: int, config: dict[str, Any],
                  wandb_project: str = "thinkonce", wandb_mode: str = "auto", progress: bool = True) -> None:
-        from tqdm import tqdm
-
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._bar = tqdm(total=total_rounds, initial=start_round, desc="GRPO rounds", unit="round", disable=not progress, dynamic_ncols=True)
+        self._bar = progress_bar(total_rounds, initial=start_round, desc="GRPO rounds", unit="round", enabled=progress)
         self._wandb = _start_wandb(run_dir, wandb_project, wandb_mode, config)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -94,14 +97,78 @@ class MetricsLogger:
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self._wandb is not None:
-            self._wandb.log(metrics, step=step)
-        self._bar.update(1)
+            self._wandb_call(lambda run: run.log(metrics, step=step), step)
         self._bar.set_postfix(reward=f"{metrics.get('reward/total', float('nan')):.3f}", loss=f"{metrics.get('train/loss', float('nan')):.4f}")
+        self._bar.update(1)
 
     def close(self) -> None:
         self._bar.close()
         if self._wandb is not None:
-            self._wandb.finish()
+            self._wandb_call(lambda run: run.finish(), None)
+
+    def _wandb_call(self, call: Any, step: Optional[int]) -> None:
+        """Run `call(run)`; if wandb's service process is gone, say so once and stop using wandb.
+
+        `ray job stop` sends its SIGTERM to every process of the job, wandb's service process
+        included, which then ends at once; the trainer still finishes its round and checkpoint, and
+        metrics.jsonl keeps every round. Tearing wandb down here also drops its exit hook, which
+        would otherwise print the same ConnectionResetError traceback at exit.
+        """
+        import wandb
+
+        try:
+            call(self._wandb)
+        except (ConnectionError, OSError) as exc:
+            self._wandb = None
+            log.warning("wandb stopped (%s: its service process ended, e.g. on the SIGTERM of `ray job stop`); "
+                        "%s; metrics.jsonl keeps every round", type(exc).__name__,
+                        f"it holds rounds before {step}" if step is not None else "it holds every round")
+            try:
+                wandb.teardown()
+            except (ConnectionError, OSError):
+                pass
+
+
+LOG_EVERY_S = 10.0
+"""Off a terminal, a progress line at most this often (and at the end)."""
+
+
+class LineProgress:
+    """A progress report for logs: a line for the first update, then at most every LOG_EVERY_S
+    seconds, and for the last, with an ETA measured from its own start. tqdm's in-place redraws
+    (carriage returns) run together on one line in a file or under `ray job logs`."""
+
+    def __init__(self, total: int, *, initial: int = 0, desc: str, unit: str) -> None:
+        self.total, self.n, self.desc, self.unit = total, initial, desc, unit
+        self._initial = initial
+        self._start = self._last = time.perf_counter()
+        self._postfix = ""
+
+    def set_postfix(self, **values: Any) -> None:
+        self._postfix = "".join(f", {k} {v}" for k, v in values.items())
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if self.n >= self.total or now - self._last >= LOG_EVERY_S or self.n - n == self._initial:
+            self._last = now
+            done, elapsed = self.n - self._initial, now - self._start
+            eta = f", ETA {elapsed / done * (self.total - self.n):.0f} s" if done and self.n < self.total else ""
+            print(f"{self.desc}: {self.n}/{self.total} {self.unit}s, {elapsed:.0f} s{eta}{self._postfix}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, *, initial: int = 0, desc: str, unit: str, enabled: bool = True) -> Any:
+    """A tqdm bar on a terminal, `LineProgress` elsewhere; start it when the work starts (after
+    engines load), so its ETA measures the work and not the start-up."""
+    from tqdm import tqdm
+
+    if enabled and not sys.stderr.isatty():
+        return LineProgress(total, initial=initial, desc=desc, unit=unit)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
 
 
 def _start_wandb(run_dir: str | Path, project: str, mode: str, config: dict[str, Any]) -> Optional[Any]:

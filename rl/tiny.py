@@ -16,6 +16,7 @@ import torch
 
 from rl.family import FAMILIES, Family
 from rl.prompts import GROUNDED_QA_TEMPLATE, GROUNDING_TEMPLATE, SYSTEM_PROMPT, USER_SUFFIX
+from rl.runtime import plain_file_mode
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -186,6 +187,7 @@ def build_tiny(family: Family, out_dir: str | Path, *, hidden: int = 128, layers
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
+    plain_file_mode(out / "model.safetensors")
     build_processor(family, tokenizer).save_pretrained(out)
     (out / "thinkonce_tiny.json").write_text(json.dumps({"family": family, "hidden": hidden, "layers": layers, "seed": seed}))
     return out

@@ -71,7 +71,7 @@ def warm_start(model_dir: Path, out_dir: Path, samples: Sequence[Sample], data: 
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
-    meta = {"warm_start_steps": steps, "final_loss": float(loss), "seed": seed}
+    meta = {"warm_start_steps": steps, "final_loss": float(loss.detach()), "seed": seed}
     return save_model_dir(model, builder.renderer.processor, out_dir, "thinkonce_tiny.json", meta)
 
 

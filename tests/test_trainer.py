@@ -1,11 +1,13 @@
-"""The training job end to end on the real stack: `ray job submit` and `ray job stop` (SIGTERM), resume
-equivalence after kill -9 at an epoch boundary, the resume guard (engine and learner death:
-tests/test_sync_recovery.py)."""
+"""The training job end to end on the real stack: docs/cluster.md's commands word for word (`ray start`,
+`ray job submit`, `ray job logs`, `ray job stop` (SIGTERM), a resubmission that resumes) with Ray's
+token authentication on, resume equivalence after kill -9 at an epoch boundary, the resume guard
+(engine and learner death: tests/test_sync_recovery.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,33 +58,67 @@ def _samples(run_dir: Path) -> list[list[str]]:
 
 
 def _ray(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    # Ray's token authentication is the cluster owner's choice; a token left in ~/.ray by another run
-    # would make the head require one the client does not send, so the test pins it off.
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    # As docs/cluster.md says: RAY_AUTH_MODE=token on every `ray` command, so the head and the `ray
+    # job` client agree on the token in ~/.ray/auth_token (which any local Ray run writes).
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, **kwargs)
 
 
 def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
-    """The straight run is a cluster user's: `ray job submit` on a real local head, stopped with
-    `ray job stop` (SIGTERM: a checkpoint of the rounds trained, a clean exit). Another run is killed
-    with kill -9 and resumed exactly at the epoch boundary: the same samples in the same order and
-    losses within 1e-4 of the straight run; every sample once per epoch, none twice, no round
+    """The straight run is a cluster user's, after a local run has left its Ray token in ~/.ray:
+    docs/cluster.md's commands on a real local head, stopped with `ray job stop` (SIGTERM: a checkpoint
+    of the rounds trained, the documented log line, a log without a traceback although wandb's
+    service process gets the signal too) and resubmitted with `--resume auto`. A driver that asks for
+    more CPUs than the head has fails in one line before it looks at the model. Another run is
+    killed with kill -9 and resumed exactly at the epoch boundary: the same samples in the same order
+    and losses within 1e-4 of the straight run; every sample once per epoch, none twice, no round
     repeated. The resume also checks the guard on the CLI (a changed math key is refused, and allowed
     when named)."""
     synthetic = tmp_path / "synthetic"
     straight, killed = tmp_path / "straight", tmp_path / "killed"
+
+    # A local run first (Ray's own token authentication on by default, as for a user after the demo).
+    proc = _train(["--resume", "none", *_overrides(tiny_qwen25, synthetic, killed, 50)])
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "step-000002" / "manifest.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(read_metrics(killed)) < 4, "killed before round 4"
+    assert (Path.home() / ".ray" / "auth_token").is_file(), "a local Ray run leaves its token"
+
     address = "http://127.0.0.1:8275"
+    _ray("get-auth-token", "--generate", check=True, timeout=60)
     _ray("start", "--head", "--node-ip-address=127.0.0.1", "--port=6390", "--num-cpus=6", "--dashboard-host=127.0.0.1",
          "--dashboard-port=8275", "--include-dashboard=true", check=True, timeout=120)
     try:
+        # Too few CPUs: one line, exit 2, before the model (a missing directory here) is looked at.
+        short = subprocess.run([str(BIN / "thinkonce"), "train", *_overrides(tiny_qwen25, synthetic, tmp_path / "short", 4),
+                                "model.path=/nonexistent/model", "rollout.num_engines=8"], cwd=REPO, capture_output=True,
+                               text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "token",
+                                                            "RAY_ADDRESS": "127.0.0.1:6390"})
+        assert short.returncode == 2, short.stderr[-3000:]
+        assert short.stderr.strip().splitlines()[-1].startswith(
+            "thinkonce: error: the Ray cluster has 6 CPU but the config needs 10: one per actor: rollout.num_engines (8)"), \
+            short.stderr[-3000:]
+        assert "Traceback" not in short.stderr and "/nonexistent/model" not in short.stderr
         # Asked for 50 rounds and stopped after its 4th (the schedule is constant, so the round count
         # does not change rounds 1-4). Ray's default grace after its SIGTERM is 3 s; the job raises it
         # so the run can finish its round and checkpoint (docs/cluster.md).
+        # wandb and the progress report on, as for a user (offline wandb: no key here).
         runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "300"}})
-        _ray("job", "submit", "--address", address, "--submission-id", "straight", "--no-wait", "--working-dir", str(REPO),
-             "--runtime-env-json", runtime_env, "--", "thinkonce", "train", "--config", "configs/tiny_cpu.yaml",
-             "--resume", "none", *_overrides(tiny_qwen25, synthetic, straight, 50), check=True, timeout=300)
+        user = ["logging.progress=true", "logging.wandb_mode=auto"]
+        submit = ["job", "submit", "--address", address, "--submission-id", "straight", "--no-wait", "--working-dir",
+                  str(REPO), "--runtime-env-json", runtime_env, "--", "thinkonce", "train", "--config",
+                  "configs/tiny_cpu.yaml", "--resume", "none", *_overrides(tiny_qwen25, synthetic, straight, 50), *user]
+        for _ in range(30):  # the head's job agent may still be starting on a loaded box ("No available agent")
+            submitted = _ray(*submit, timeout=300)
+            if submitted.returncode == 0 or "No available agent" not in submitted.stderr:
+                break
+            time.sleep(2)
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
         deadline, next_check = time.time() + 600, time.time() + 10
         while len(read_metrics(straight)) < 4:
             if time.time() > next_check:  # a job that failed early ends the wait
@@ -94,25 +130,28 @@ def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
         _ray("job", "stop", "--address", address, "straight", check=True, timeout=600)
         logs = _ray("job", "logs", "--address", address, "straight", timeout=60).stdout
         status = _ray("job", "status", "--address", address, "straight", timeout=60).stdout
+        done = len(read_metrics(straight))
+        # The documented resubmission: the same command with --resume auto continues after round `done`.
+        resubmitted = _ray("job", "submit", "--address", address, "--submission-id", "straight-again", "--working-dir",
+                           str(REPO), "--runtime-env-json", runtime_env, "--", "thinkonce", "train", "--config",
+                           "configs/tiny_cpu.yaml", "--resume", "auto",
+                           *_overrides(tiny_qwen25, synthetic, straight, done + 1), *user, timeout=600)
     finally:
         _ray("stop", "--force", timeout=120)
-    assert "was stopped" in status and "SIGTERM" in logs, (status, logs[-4000:])
+    assert "was stopped" in status, (status, logs[-4000:])
+    assert f"SIGTERM: checkpoint written at round {done}; resume with --resume auto" in logs, logs[-4000:]
     assert "Started a local Ray instance" not in logs, "the job joined the head, it did not start its own Ray"
-    assert "Traceback" not in logs, logs[-4000:]
-    done = len(read_metrics(straight))
-    assert 4 <= done < 50 and [m["step"] for m in read_metrics(straight)] == list(range(1, done + 1))
+    assert "Traceback" not in logs and logs.count("ConnectionResetError") <= 1, logs[-4000:]  # wandb's one line
+    assert re.search(r"^GRPO rounds: 1/50 rounds, \d+ s, ETA \d+ s, reward", logs, re.M), \
+        "off a terminal, the progress report is a line per round (not tqdm's redraws)"
+    assert 4 <= done < 50 and [m["step"] for m in read_metrics(straight)][:done] == list(range(1, done + 1))
     manifest = json.loads((straight / "checkpoints" / f"step-{done:06d}" / "manifest.json").read_text())
     assert manifest["step"] == done and manifest["samples_consumed"] == 2 * done
     assert manifest["dataset"]["samples"] == 4
-
-    proc = _train(["--resume", "none", *_overrides(tiny_qwen25, synthetic, killed, 50)])
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "step-000002" / "manifest.json").is_file():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(read_metrics(killed)) < 4, "killed before round 4"
+    assert resubmitted.returncode == 0 and f"round {done}, {2 * done} samples consumed" in resubmitted.stdout, \
+        resubmitted.stdout[-4000:] + resubmitted.stderr[-2000:]
+    assert "Traceback" not in resubmitted.stdout, resubmitted.stdout[-4000:]
+    assert [m["step"] for m in read_metrics(straight)] == list(range(1, done + 2))
 
     # Resuming with a changed math key is refused by name before any actor starts.
     saved_config = (killed / "config.yaml").read_text()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from rl.data.files import read_json_lines
 from rl.data.loaders import load_dataset
 from rl.data.media import check_media
 from rl.data.records import (
@@ -102,7 +103,7 @@ def read_rows(path: PathLike) -> list[dict[str, Any]]:
 
             rows = pq.read_table(path).to_pylist()
         elif suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = read_json_lines(path)  # a bad line is a BadLine, skipped and counted by _convert_rows
         elif suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict):
@@ -115,7 +116,7 @@ def read_rows(path: PathLike) -> list[dict[str, Any]]:
         raise
     except Exception as exc:  # json, pyarrow and decoding errors come in many types
         raise BenchmarkError(f"cannot read annotation file {path}: {exc}") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    if not isinstance(rows, list) or not all(isinstance(r, (dict, RecordError)) for r in rows):
         raise BenchmarkError(f"{path}: expected a list of records")
     return rows
 
@@ -141,7 +142,7 @@ def detect(path: PathLike, media_root: Optional[PathLike] = None) -> str:
     if path.suffix.lower() in (".yaml", ".yml"):
         return "internal"
     rows = read_rows(path)
-    columns = set(rows[0]) if rows else set()
+    columns = next((set(r) for r in rows if isinstance(r, dict)), set())
     if {"videoID", "options", "answer"} <= columns:
         return "videomme"
     if {"candidates", "solution"} <= columns:
@@ -258,6 +259,8 @@ def _convert_rows(rows: list[dict], convert: Callable, root: Path, where: str, r
     for index, row in enumerate(rows):
         at = f"{where}[{index}]"
         try:
+            if isinstance(row, RecordError):
+                raise row
             try:
                 sample, truth = convert(row, index, root, at)
             except RecordError:
@@ -270,7 +273,8 @@ def _convert_rows(rows: list[dict], convert: Callable, root: Path, where: str, r
             if sample.id in truths:
                 raise RecordError(at, "id", f"duplicate id {sample.id!r}")
         except RecordError as exc:
-            report.skip(exc.reason, str(row.get("question_id") or row.get("qid") or index), str(exc))
+            ident = row.get("question_id") or row.get("qid") if isinstance(row, dict) else None
+            report.skip(exc.reason, str(ident or index), str(exc))
             continue
         samples.append(sample)
         truths[sample.id] = truth

@@ -1,5 +1,7 @@
 """The internal schema on disk: JSONL and Parquet, read with line/row numbers, written atomically."""
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import logging
@@ -17,6 +19,7 @@ from rl.data.records import (
     sample_from_dict,
     sample_to_dict,
 )
+from rl.runtime import plain_file_mode
 from rl.types import Sample
 
 logger = logging.getLogger(__name__)
@@ -29,8 +32,18 @@ def _resolve_media(sample: Sample, root: Path) -> Sample:
     return dataclasses.replace(sample, media_path=str(root / sample.media_path))
 
 
-def _read_json_lines(path: Path) -> list[Any]:
-    """Objects of a JSONL file; a bad line becomes a RecordError in its place (skipped, counted)."""
+class BadLine(RecordError):
+    """A JSONL line that is not JSON, named `file:line` (skipped and counted as `invalid_line`)."""
+
+    def __init__(self, path: Path, number: int, exc: json.JSONDecodeError) -> None:
+        super().__init__(f"{path}:{number}", "line", exc.msg)
+        self.args = (f"{path}:{number}: not valid JSON ({exc.msg}: column {exc.colno})",)
+
+
+def read_json_lines(path: PathLike) -> list[Any]:
+    """Objects of a JSONL file; a bad line becomes a `BadLine` in its place, for the caller to skip
+    and count. The one JSONL reader of training, infer and eval, so all three treat a bad line alike."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -46,7 +59,7 @@ def _read_json_lines(path: Path) -> list[Any]:
             items.append(json.loads(line))
         except json.JSONDecodeError as exc:
             failed += 1
-            items.append(RecordError(f"{path}:{number}", "line", f"not valid JSON: {exc}"))
+            items.append(BadLine(path, number, exc))
     if failed and failed == len(items):
         raise DataError(f"{path}: no line is valid JSON")
     return items
@@ -59,7 +72,7 @@ def read_jsonl(path: PathLike, media_root: Optional[PathLike] = None) -> Dataset
     report = SkipReport()
     samples: list[Sample] = []
     seen: set[str] = set()
-    for index, record in enumerate(_read_json_lines(path)):
+    for index, record in enumerate(read_json_lines(path)):
         where = f"{path}[{index}]"
         sample_id = str(record.get("id")) if isinstance(record, dict) and record.get("id") else f"{path.name}/{index}"
         try:
@@ -95,6 +108,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        plain_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

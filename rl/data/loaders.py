@@ -20,6 +20,8 @@ The readers live beside this module: `rl.data.sources` (the released folder, one
 file's extension and checks the media.
 """
 
+from __future__ import annotations
+
 import logging
 from pathlib import Path
 from typing import Optional

@@ -1,5 +1,7 @@
 """Media checks at load time: which samples' videos and images can be used, without decoding them."""
 
+from __future__ import annotations
+
 import dataclasses
 import logging
 from typing import Literal, Union

@@ -9,6 +9,8 @@ rule per source (docs/data.md lists them). A bad item is skipped and counted in 
 unusable annotation file or config entry raises DataError naming it.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
