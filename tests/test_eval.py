@@ -285,7 +285,7 @@ OFFICIAL_TEXT = {
 
 @pytest.mark.parametrize("bench", sorted(OFFICIAL))
 def test_readers_load_the_official_layouts_with_and_without_benchmark(bench, tmp_path, videos):
-    from rl.prompts import user_text
+    from rl.render import user_text
 
     file, folder, make = OFFICIAL[bench]
     names = _place(videos[:4], tmp_path / folder)

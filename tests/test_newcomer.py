@@ -37,7 +37,7 @@ def test_a_malformed_line_is_named_by_its_line_number_everywhere(tmp_path, caplo
     """infer and training read through read_jsonl, eval through load_benchmark: each skips the bad
     line, counts it and names `file:4`, with the column the JSON error is at."""
     from rl.data.benchmarks import load_benchmark
-    from rl.data.loaders import read_jsonl
+    from rl.data.files import read_jsonl
 
     path = _malformed(tmp_path, 6)
     caplog.set_level(logging.WARNING)
@@ -64,7 +64,7 @@ def test_a_malformed_line_is_named_by_its_line_number_everywhere(tmp_path, caplo
 
 def test_small_commands_speak_one_error_format_and_write_readable_files(tmp_path, capsys):
     from launch.cli import build_parser, main
-    from rl.data.loaders import read_jsonl, write_jsonl
+    from rl.data.files import read_jsonl, write_jsonl
 
     assert main(["filter", "--k", "1", "--data", "x.jsonl", "--out", str(tmp_path / "f.jsonl")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

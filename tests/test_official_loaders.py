@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rl.data.loaders import SOURCES, Item, Source
-from rl.prompts import user_text
+from rl.data.sources import SOURCES, Item, Source
+from rl.render import user_text
 
 
 def _ctx(name: str, tmp_path: Path) -> Item:
