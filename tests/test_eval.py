@@ -480,6 +480,8 @@ def test_eval_input_errors_are_one_line_exit_2_before_any_engine(tmp_path, toy_d
 
     write_rows([{"video": "gone.mp4", "caption": "x", "timestamp": [0, 1]}], tmp_path / "charades.json")
     assert main(base + ["--data", str(tmp_path / "charades.json")]) == 2
+    assert "--benchmark charades_sta" in capsys.readouterr().err  # no video folder tells Charades from ActivityNet
+    assert main(base + ["--data", str(tmp_path / "charades.json"), "--benchmark", "charades_sta"]) == 2
     assert "no usable samples" in capsys.readouterr().err
     assert not ray.is_initialized(), "no engine may start without samples"
 

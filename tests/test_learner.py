@@ -17,6 +17,7 @@ from learner.batch import Sequence, collate, plan_micro_batches, response_logpro
 from learner.params import is_trainable
 from learner.worker import Learner, distributed_env, free_port, lr_factor
 from rl.config import Config
+from rl.family import suppressed_token_ids
 from rl.grpo import group_advantages
 from rl.mrope import load_vl_model
 from rl.render import PromptRenderer
@@ -269,9 +270,10 @@ def test_hf_export_reproduces_the_learner_logprobs(group, tmp_path):
     AutoProcessor.from_pretrained(out)
     with torch.no_grad():
         exported = load_vl_model(out, attn_implementation="sdpa").eval()
-        scores = response_logprobs(exported, collate(seqs, pad_id=0))
+        suppressed = suppressed_token_ids(model_dir)  # the learner's definition (learner.batch.response_logprobs)
+        scores = response_logprobs(exported, collate(seqs, pad_id=0), suppressed=suppressed)
         base = load_vl_model(model_dir, attn_implementation="sdpa").eval()
-        base_scores = response_logprobs(base, collate(seqs, pad_id=0))
+        base_scores = response_logprobs(base, collate(seqs, pad_id=0), suppressed=suppressed)
     for row, lp in enumerate(learner_lp):
         assert torch.allclose(scores.logp[row, : len(lp)], torch.tensor(lp), atol=1e-4)
     assert not torch.allclose(scores.logp, base_scores.logp, atol=1e-3)  # the export is the trained policy
