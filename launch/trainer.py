@@ -215,8 +215,7 @@ class Trainer:
             with timer.phase("rollout"):
                 job = self._regenerate(job)
             with timer.phase("reward"):
-                generations, rewards = job.result()
-            self._connect_replacements(step)
+                generations, rewards = job.result()  # a replacement during it joins in the next _sync
         if overlapped and step + 1 < self.total_rounds and not self._stop_requested:
             with timer.phase("data"):
                 self._inflight = self._launch(step + 1)  # generated while this round trains

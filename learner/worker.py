@@ -31,7 +31,7 @@ import os
 import time
 import warnings
 from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -478,9 +478,6 @@ class Learner:
     def named_trainable_parameters_meta(self) -> list[ParamMeta]:
         """What the engines agree to at connect time (LearnerSender.metas)."""
         return self.sync.metas()
-
-    def iter_trainable_buckets(self, bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-        return self.sync.buckets(bucket_bytes)
 
     def init_sync_sender(self, spec: SyncGroupSpec) -> None:
         self.sync.connect(spec)
