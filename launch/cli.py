@@ -93,6 +93,13 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> str:
         return f"thinkonce: interrupted ({exc}); run it again: {command}"
 
 
+def _stop_ray() -> None:
+    """Shut Ray down before the last line: its log monitor otherwise flushes worker lines after it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinkonce", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +189,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return func(args)
     except KeyboardInterrupt:
+        _stop_ray()
         print(interrupted(args, argv), file=sys.stderr)
         return 130
     except Exception as exc:

@@ -419,7 +419,7 @@ def _same(a: dict[str, dict], b: dict[str, dict]) -> None:
 
 
 @pytest.mark.slow
-def test_eval_on_two_engines_equals_one_and_resumes_after_a_kill(tmp_path, toy_dir):
+def test_eval_on_two_engines_equals_one_and_resumes_after_ctrl_c(tmp_path, toy_dir):
     import ray
 
     from launch.eval import run_eval
@@ -434,25 +434,29 @@ def test_eval_on_two_engines_equals_one_and_resumes_after_a_kill(tmp_path, toy_d
     assert {"accuracy", "mean_generated_tokens", "tokens_per_correct", "per_group", "headline", "latency_p50_s",
             "latency_p95_s"} <= set(one)
 
-    # Kill a 2-engine run after its first batches, mid-run, with SIGKILL to the whole process group.
+    # Ctrl-C a 2-engine run after its first batches, mid-run (SIGINT to the whole process group, as a
+    # terminal sends it): one line names the predictions kept and the command that continues.
     out = tmp_path / "two"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "launch.cli", "eval", "--model", str(toy_dir), "--data", str(data), "--out", str(out),
-           "--batch-size", "3", "--config", str(ROOT / "configs/tiny_cpu.yaml"), f"model.path={toy_dir}",
-           "infer.max_new_tokens=48", "logging.progress=false", "rollout.num_engines=2"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    args = ["eval", "--model", str(toy_dir), "--data", str(data), "--out", str(out), "--batch-size", "3", "--config",
+            str(ROOT / "configs/tiny_cpu.yaml"), f"model.path={toy_dir}", "infer.max_new_tokens=48", "logging.progress=false",
+            "rollout.num_engines=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], env=env, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     pred = out / "predictions.jsonl"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if pred.is_file() and len(pred.read_text().splitlines()) >= 3:
             break
         time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
     before = pred.read_text()
     done_before = len(before.splitlines())
+    assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-4000:]
+    assert err.strip().splitlines()[-1] == (f"thinkonce: interrupted; kept {done_before} predictions in {pred}; continue "
+                                            f"with the same command (it skips them): thinkonce {' '.join(args)}"), err[-3000:]
     assert 3 <= done_before < 12
     with open(pred, "a") as fh:
         fh.write('{"id": "toy-11", "answ')  # a kill during a write leaves a cut line

@@ -39,10 +39,6 @@ from rl.warmstart import forward_after_prompt, warm_start
 G = 16
 
 
-def _letter_logits(model: torch.nn.Module, mi: ModelInput, prefix: list[int], letters: torch.Tensor) -> torch.Tensor:
-    return forward_after_prompt(model, mi, prefix).logits[0, -1, letters]
-
-
 SEEDS = [int(s) for s in os.environ.get("THINKONCE_LEARNS_SEEDS", "0,1,2").split(",")]
 PROMPTS_PER_STEP = 4
 STEPS = 60

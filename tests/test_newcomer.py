@@ -1,22 +1,16 @@
-"""A newcomer's first hour: Ctrl-C ends in one line that says what was kept and how to continue,
-`--resume auto` says when it found nothing, a malformed JSONL line is named by its line number the
-same way in training, infer and eval, and the small commands speak the CLI's one error format.
-(The cluster flow of docs/cluster.md: tests/test_trainer.py.)"""
+"""A newcomer's first hour: a malformed JSONL line is named by its line number the same way in
+training, infer and eval, the small commands speak the CLI's one error format, more local engines
+than cores is said, progress off a terminal is a line per update. (The cluster flow of
+docs/cluster.md, Ctrl-C during train and `--resume auto` on an empty run_dir: tests/test_trainer.py;
+Ctrl-C during eval: tests/test_eval.py.)"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import signal
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,62 +99,3 @@ def test_line_progress_off_a_terminal(capsys, monkeypatch):
     assert len(lines) == 2 and "\r" not in "".join(lines)
     assert re.fullmatch(r"eval: 1/3 samples, \d+ s, ETA \d+ s, reward 0.500", lines[0]), lines
     assert re.fullmatch(r"eval: 3/3 samples, \d+ s, reward 0.500", lines[1]), lines
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    """A `thinkonce` command in its own process group, as a shell runs it (Ctrl-C goes to the group)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _ctrl_c(proc: subprocess.Popen, ready, what: str) -> tuple[str, str]:
-    deadline = time.time() + 600
-    while not ready():
-        assert proc.poll() is None, f"{what} ended before it was interrupted: {proc.communicate()[1][-3000:]}"
-        assert time.time() < deadline, f"{what} never got far enough"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-4000:]
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-4000:]
-    return out, err
-
-
-@pytest.mark.slow
-def test_ctrl_c_during_train_names_the_checkpoint_and_the_command(tiny_qwen25, tmp_path):
-    """`--resume auto` on an empty run_dir says it starts a new run; Ctrl-C after a checkpoint ends in
-    one line naming it and the command that continues from it."""
-    run_dir = tmp_path / "run"
-    proc = _start(["train", "--resume", "auto", f"model.path={tiny_qwen25}", f"data.synthetic_dir={tmp_path / 'syn'}",
-                   "data.synthetic_num_samples=4", f"trainer.run_dir={run_dir}", "trainer.total_rounds=50",
-                   "trainer.save_every=1", "trainer.prompts_per_round=2", "trainer.steps_per_round=1", "rollout.n=4",
-                   "rollout.max_new_tokens=16", "logging.progress=false", "logging.wandb_mode=disabled"])
-    _, err = _ctrl_c(proc, lambda: (run_dir / "checkpoints" / "step-000001" / "manifest.json").is_file(), "train")
-    assert f"--resume auto: no complete checkpoint in {run_dir}; starting a new run from round 0" in err
-    last = err.strip().splitlines()[-1]
-    match = re.fullmatch(r"thinkonce: interrupted; kept checkpoint (\S+) \(round (\d+)\); continue with: "
-                         r"thinkonce train --config (\S+) --resume auto", last)
-    assert match, err[-3000:]
-    assert Path(match[1]).parent == run_dir / "checkpoints" and int(match[2]) >= 1
-    assert match[3] == str(run_dir / "config.yaml") and Path(match[3]).is_file()
-
-
-@pytest.mark.slow
-def test_ctrl_c_during_eval_names_the_predictions_kept(tiny_qwen25, tmp_path):
-    """Eval over a file with a malformed 4th line: the line is named; Ctrl-C after some batches ends
-    in one line with the predictions kept and the same command to continue."""
-    data, out = _malformed(tmp_path, 16), tmp_path / "eval"
-    args = ["eval", "--model", str(tiny_qwen25), "--data", str(data), "--out", str(out), "--batch-size", "1",
-            "--config", "configs/tiny_cpu.yaml", f"model.path={tiny_qwen25}", "infer.max_new_tokens=32"]
-    proc = _start(args)
-    pred = out / "predictions.jsonl"
-    _, err = _ctrl_c(proc, lambda: pred.is_file() and len(pred.read_text().splitlines()) >= 2, "eval")
-    assert f"{data}:4: not valid JSON (" in err
-    kept = len(pred.read_text().splitlines())
-    assert 2 <= kept < 15
-    last = err.strip().splitlines()[-1]
-    assert last == (f"thinkonce: interrupted; kept {kept} predictions in {pred}; continue with the same command "
-                    f"(it skips them): thinkonce {' '.join(args)}"), err[-3000:]
-    assert json.loads(pred.read_text().splitlines()[0])["id"]

@@ -108,4 +108,4 @@ def test_a_reannotated_release_with_the_same_ids_is_refused_before_any_actor_sta
 
 
 # The CLI flow (refused by name before any actor starts, then allowed when named) runs at the end of
-# tests/test_trainer.py::test_resume_after_kill_9_matches_the_straight_run, on that run's checkpoint.
+# tests/test_trainer.py::test_resume_after_ctrl_c_matches_the_straight_run, on that run's checkpoint.

@@ -1,6 +1,6 @@
 """The training job end to end on the real stack: docs/cluster.md's commands word for word (`ray start`,
 `ray job submit`, `ray job logs`, `ray job stop` (SIGTERM), a resubmission that resumes) with Ray's
-token authentication on, resume equivalence after kill -9 at an epoch boundary, the resume guard
+token authentication on, Ctrl-C's one line, resume equivalence at an epoch boundary, the resume guard
 (engine and learner death: tests/test_sync_recovery.py)."""
 
 from __future__ import annotations
@@ -65,29 +65,45 @@ def _ray(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, **kwargs)
 
 
-def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
+def test_resume_after_ctrl_c_matches_the_straight_run(tiny_qwen25, tmp_path):
     """The straight run is a cluster user's, after a local run has left its Ray token in ~/.ray:
     docs/cluster.md's commands on a real local head, stopped with `ray job stop` (SIGTERM: a checkpoint
     of the rounds trained, the documented log line, a log without a traceback although wandb's
-    service process gets the signal too) and resubmitted with `--resume auto`. A driver that asks for
-    more CPUs than the head has fails in one line before it looks at the model. Another run is
-    killed with kill -9 and resumed exactly at the epoch boundary: the same samples in the same order
-    and losses within 1e-4 of the straight run; every sample once per epoch, none twice, no round
-    repeated. The resume also checks the guard on the CLI (a changed math key is refused, and allowed
-    when named)."""
+    service process gets the signal too). A driver that asks for more CPUs than the head has fails in
+    one line before it looks at the model. The local run is started with `--resume auto` on an empty
+    run_dir (it says it starts a new run), stopped with Ctrl-C after its epoch-boundary checkpoint (one
+    line: the checkpoint kept and the command that continues), and resumed through the documented
+    resubmission (`ray job submit ... --resume auto`): the same samples in the same order and losses
+    within 1e-4 of the straight run; every sample once per epoch, none twice, no round repeated. The
+    resume also checks the guard on the CLI (a changed math key is refused, and allowed when named).
+    (A driver killed with kill -9 and resumed: tests/test_offpolicy.py.)"""
     synthetic = tmp_path / "synthetic"
     straight, killed = tmp_path / "straight", tmp_path / "killed"
 
     # A local run first (Ray's own token authentication on by default, as for a user after the demo).
-    proc = _train(["--resume", "none", *_overrides(tiny_qwen25, synthetic, killed, 50)])
+    proc = _train(["--resume", "auto", *_overrides(tiny_qwen25, synthetic, killed, 50)])
     deadline = time.time() + 600
     while not (killed / "checkpoints" / "step-000002" / "manifest.json").is_file():
         assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(read_metrics(killed)) < 4, "killed before round 4"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal goes to the whole process group
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in out and "KeyboardInterrupt" not in out, out[-4000:]
+    assert f"--resume auto: no complete checkpoint in {killed}; starting a new run from round 0" in out
+    assert out.strip().splitlines()[-1] == (
+        f"thinkonce: interrupted; kept checkpoint {killed / 'checkpoints' / 'step-000002'} (round 2); continue with: "
+        f"thinkonce train --config {killed / 'config.yaml'} --resume auto"), out[-3000:]
+    assert len(read_metrics(killed)) < 4, "interrupted before round 4"
     assert (Path.home() / ".ray" / "auth_token").is_file(), "a local Ray run leaves its token"
+
+    # Resuming with a changed math key is refused by name before any actor starts.
+    saved_config = (killed / "config.yaml").read_text()
+    resume = _overrides(tiny_qwen25, synthetic, killed, 4)
+    refused = _train(["--resume", "auto", *resume, "grpo.kl_coef=0.05"])
+    out, _ = refused.communicate(timeout=300)
+    assert refused.returncode == 2 and "grpo.kl_coef: 0.01 in the checkpoint, 0.05 now" in out, out[-3000:]
+    assert "Traceback" not in out and "Started a local Ray instance" not in out, "refused before any actor starts"
+    assert (killed / "config.yaml").read_text() == saved_config, "a refused resume does not overwrite config.yaml"
 
     address = "http://127.0.0.1:8275"
     _ray("get-auth-token", "--generate", check=True, timeout=60)
@@ -110,9 +126,10 @@ def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
         # wandb and the progress report on, as for a user (offline wandb: no key here).
         runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "300"}})
         user = ["logging.progress=true", "logging.wandb_mode=auto"]
-        submit = ["job", "submit", "--address", address, "--submission-id", "straight", "--no-wait", "--working-dir",
-                  str(REPO), "--runtime-env-json", runtime_env, "--", "thinkonce", "train", "--config",
-                  "configs/tiny_cpu.yaml", "--resume", "none", *_overrides(tiny_qwen25, synthetic, straight, 50), *user]
+        job = ["--address", address, "--working-dir", str(REPO), "--runtime-env-json", runtime_env, "--", "thinkonce",
+               "train", "--config", "configs/tiny_cpu.yaml"]
+        submit = ["job", "submit", "--submission-id", "straight", "--no-wait", *job, "--resume", "none",
+                  *_overrides(tiny_qwen25, synthetic, straight, 50), *user]
         for _ in range(30):  # the head's job agent may still be starting on a loaded box ("No available agent")
             submitted = _ray(*submit, timeout=300)
             if submitted.returncode == 0 or "No available agent" not in submitted.stderr:
@@ -131,11 +148,12 @@ def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
         logs = _ray("job", "logs", "--address", address, "straight", timeout=60).stdout
         status = _ray("job", "status", "--address", address, "straight", timeout=60).stdout
         done = len(read_metrics(straight))
-        # The documented resubmission: the same command with --resume auto continues after round `done`.
-        resubmitted = _ray("job", "submit", "--address", address, "--submission-id", "straight-again", "--working-dir",
-                           str(REPO), "--runtime-env-json", runtime_env, "--", "thinkonce", "train", "--config",
-                           "configs/tiny_cpu.yaml", "--resume", "auto",
-                           *_overrides(tiny_qwen25, synthetic, straight, done + 1), *user, timeout=600)
+        # The documented resubmission continues the interrupted local run (with --resume auto) after its
+        # round 2; a changed key named in --resume-allow-changes is accepted. The one changed here, the
+        # math checker's time limit, only acts on an answer that stalls it (none does here), so rounds
+        # 3-4 must still match the straight run.
+        resubmitted = _ray("job", "submit", "--submission-id", "resumed", *job, "--resume", "auto",
+                           "--resume-allow-changes", "reward.timeout_s", *resume, "reward.timeout_s=7.5", *user, timeout=600)
     finally:
         _ray("stop", "--force", timeout=120)
     assert "was stopped" in status, (status, logs[-4000:])
@@ -144,30 +162,13 @@ def test_resume_after_kill_9_matches_the_straight_run(tiny_qwen25, tmp_path):
     assert "Traceback" not in logs and logs.count("ConnectionResetError") <= 1, logs[-4000:]  # wandb's one line
     assert re.search(r"^GRPO rounds: 1/50 rounds, \d+ s, ETA \d+ s, reward", logs, re.M), \
         "off a terminal, the progress report is a line per round (not tqdm's redraws)"
-    assert 4 <= done < 50 and [m["step"] for m in read_metrics(straight)][:done] == list(range(1, done + 1))
+    assert 4 <= done < 50 and [m["step"] for m in read_metrics(straight)] == list(range(1, done + 1))
     manifest = json.loads((straight / "checkpoints" / f"step-{done:06d}" / "manifest.json").read_text())
     assert manifest["step"] == done and manifest["samples_consumed"] == 2 * done
     assert manifest["dataset"]["samples"] == 4
-    assert resubmitted.returncode == 0 and f"round {done}, {2 * done} samples consumed" in resubmitted.stdout, \
+    assert resubmitted.returncode == 0 and "round 2, 4 samples consumed" in resubmitted.stdout, \
         resubmitted.stdout[-4000:] + resubmitted.stderr[-2000:]
     assert "Traceback" not in resubmitted.stdout, resubmitted.stdout[-4000:]
-    assert [m["step"] for m in read_metrics(straight)] == list(range(1, done + 2))
-
-    # Resuming with a changed math key is refused by name before any actor starts.
-    saved_config = (killed / "config.yaml").read_text()
-    resume = _overrides(tiny_qwen25, synthetic, killed, 4)
-    refused = _train(["--resume", "auto", *resume, "grpo.kl_coef=0.05"])
-    out, _ = refused.communicate(timeout=300)
-    assert refused.returncode == 2 and "grpo.kl_coef: 0.01 in the checkpoint, 0.05 now" in out, out[-3000:]
-    assert "Traceback" not in out and "Started a local Ray instance" not in out, "refused before any actor starts"
-    assert (killed / "config.yaml").read_text() == saved_config, "a refused resume does not overwrite config.yaml"
-
-    # Named in --resume-allow-changes, a changed key is accepted. The one changed here, the math
-    # checker's time limit, only acts on an answer that stalls it (none does here), so rounds 3-4 must
-    # still match the straight run.
-    out = _finish(_train(["--resume", "auto", "--resume-allow-changes", "reward.timeout_s", *resume,
-                          "reward.timeout_s=7.5"]))
-    assert "resumed from" in out
     assert "timeout_s: 7.5" in (killed / "config.yaml").read_text()
     kept = list(killed.glob("config.*.yaml"))
     assert len(kept) == 1 and kept[0].read_text() == saved_config, "the previous config is kept under a new name"
