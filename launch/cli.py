@@ -1,4 +1,4 @@
-"""The `thinkonce` command: train, infer, eval, filter, make-tiny, demo.
+"""The `thinkonce` command: train, doctor, infer, eval, filter, make-tiny, demo.
 
 Each subcommand is a thin parser around a function elsewhere; heavy imports happen only inside the
 subcommand that needs them, so `thinkonce --help` is instant. Errors in the user's input (config, data, paths, an output
@@ -30,6 +30,12 @@ def _train(args: argparse.Namespace) -> int:
 
     allow = [key for key in args.resume_allow_changes.split(",") if key]
     return train(args.config, args.overrides, resume=args.resume, resume_allow_changes=allow)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from launch.doctor import doctor
+
+    return doctor(args.config, args.overrides, as_json=args.json, memory_cap_gib=args.memory_cap_gib)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -159,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=8, help="answers sampled per prompt (paper: 8)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.num_engines=2")
     p.set_defaults(func=_filter, kept=_nothing_kept)
+
+    p = sub.add_parser("doctor", help="check a config against its cluster, model, data, memory and checkpoint "
+                                      "directory in minutes, before a long run (docs/doctor.md)")
+    p.add_argument("--config", default="configs/tiny_cpu.yaml", help="YAML preset to check (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object instead of the table")
+    p.add_argument("--memory-cap-gib", type=float, default=None,
+                   help="memory per device to check against (default: each device's own capacity)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.micro_batch_tokens=8192")
+    p.set_defaults(func=_doctor, kept=_nothing_kept)
 
     p = sub.add_parser("make-tiny", help="build an offline tiny random Qwen-VL model directory")
     p.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"],
