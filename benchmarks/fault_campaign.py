@@ -115,6 +115,23 @@ def samples_lost(run_dir: Path, samples: list, bad: set[str], cfg) -> int:
     return lost
 
 
+RUN_MARK = "THINKONCE_CAMPAIGN_RUN"
+"""Environment variable that tags every process of one driver run (Ray's too), so a killed run's
+leftovers can be found and killed without `ray stop --force`, which kills every Ray on the machine."""
+
+
+def _kill_leftovers(mark: str) -> None:
+    """SIGKILL every process whose environment carries RUN_MARK=mark (a killed driver's Ray processes)."""
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(RUN_MARK) == mark:
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
 def _freeze_then_kill(pid: int, after_s: float | None) -> None:
     os.kill(pid, signal.SIGSTOP)
     if after_s is not None:
@@ -228,7 +245,7 @@ def by_cli(fault: str, args: argparse.Namespace, model_dir: Path, work: Path) ->
     argv = overrides(args, model_dir, data_dir, run_dir)
     cfg = load_config(REPO / "configs/tiny_cpu.yaml", argv)
     samples = generate_synthetic(data_dir, cfg.data.synthetic_num_samples, seed=cfg.data.seed)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", RUN_MARK: str(work)}
     env.pop("RAY_ADDRESS", None)
     binary = Path(sys.executable).parent / "thinkonce"
 
@@ -266,7 +283,7 @@ def by_cli(fault: str, args: argparse.Namespace, model_dir: Path, work: Path) ->
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=600)
         detail = f"SIGTERM: exit {proc.returncode} after round {len(read_metrics(run_dir))}"
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, env={**env, "PATH": f"{binary.parent}:{env['PATH']}"})
+    _kill_leftovers(str(work))
     smaller = ["learner.world_size=1", "learner.zero_stage=2"] if fault == "resume_other_world_size" else []
     resumed = launch("auto", *smaller)
     out, _ = resumed.communicate(timeout=1800)
@@ -376,7 +393,7 @@ def soak(args: argparse.Namespace, model_dir: Path, work: Path, faults: bool = T
         schedule[r] = rng.choice(SOAK_FAULTS)
         r += rng.randint(3, 5)
     faults_log, runs_log = work / "faults.jsonl", work / "runs.jsonl"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", RUN_MARK: str(work)}
     env.pop("RAY_ADDRESS", None)
     start = time.monotonic()
     resume, driver_faults, relaunches = "none", 0, 0
@@ -408,7 +425,7 @@ def soak(args: argparse.Namespace, model_dir: Path, work: Path, faults: bool = T
             proc.communicate(timeout=600)
         with open(faults_log, "a") as fh:
             fh.write(json.dumps({"round": driver[0], "fault": driver[1]}) + "\n")
-        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, env=env)
+        _kill_leftovers(str(work))
         driver_faults += 1
         relaunches += 1
         resume = "auto"

@@ -50,7 +50,9 @@ def init_ray(cfg: Config, device: Device) -> None:
         if warning:
             log.warning(warning)
         cpus = max(cores, int(required(cfg, device)["CPU"]) + 1)
-        ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
+        # address="local": a new instance even when another Ray runs on this machine (left by a killed
+        # run, or another job's): ray.init() would otherwise join the most recent one it finds.
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
 
 
 def oversubscribed(cfg: Config, device: Device, cores: int) -> str:
