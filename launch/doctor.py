@@ -54,8 +54,11 @@ VERSIONED = ("torch", "vllm", "deepspeed", "transformers", "ray", "flash-attn")
 
 AGREEMENT_BOUND = {"float32": 1e-3, "float16": 5e-2, "bfloat16": 1e-1}
 """Largest mean |engine - learner| log-prob per response token, by model dtype. fp32: the two
-stacks differ only in kernel order (tests see < 1e-4); half precision rounds every activation to
-8 (bf16) or 11 (fp16) bits of mantissa, so the same forward in two kernels drifts by a few hundredths."""
+stacks differ only in kernel order (measured: < 1e-6); half precision rounds every activation to
+8 (bf16) or 11 (fp16) bits of mantissa, so the same forward in two kernels drifts (bf16 rehearsal on
+CPU, tiny models: 2.0e-3 pooled, 3.2e-3 for the worst prompt; a 7B model's gap is unmeasured, hence
+the margin). A wrong model on one side (another checkpoint, a mis-placed rotary position) is off
+by tenths or more."""
 
 UNUSABLE_FAIL = 0.5
 """A data config with more than this fraction of its records unusable fails: that many bad records

@@ -97,11 +97,14 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: Optional
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def deepspeed_config(learner: LearnerConfig, device: Device, *, stage: Optional[int] = None) -> dict[str, Any]:
+def deepspeed_config(learner: LearnerConfig, device: Device, dtype: str, *, stage: Optional[int] = None) -> dict[str, Any]:
     """The DeepSpeed config of the policy (or, with `stage`, of the optimizer-less reference).
 
-    bf16 with fp32 master weights on GPU, fp32 on CPU. Batches are driven by the learner (one
-    `step()` after variable gradient accumulation), so DeepSpeed's batch sizes are nominal.
+    Precision is `dtype` (model.dtype) on every device, so a CPU run executes the GPU recipe's
+    path: bfloat16 (or float16, with loss scaling) enables DeepSpeed's mixed precision, which keeps
+    fp32 master weights and optimizer state beside the half-precision model; float32 trains in
+    fp32. Batches are driven by the learner (one `step()` after variable gradient accumulation),
+    so DeepSpeed's batch sizes are nominal.
     """
     zero: dict[str, Any] = {
         "stage": learner.zero_stage if stage is None else stage,
@@ -114,7 +117,8 @@ def deepspeed_config(learner: LearnerConfig, device: Device, *, stage: Optional[
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "gradient_clipping": learner.grad_clip,
-        "bf16": {"enabled": device == "cuda"},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
@@ -150,13 +154,13 @@ class Learner:
         if self.device_kind == "cuda":
             get_accelerator().set_device(int(os.environ.get("LOCAL_RANK", "0")))
         self.device = torch.device(get_accelerator().current_device_name())
-        self.dtype = torch.bfloat16 if self.device_kind == "cuda" else torch.float32
+        self.dtype = getattr(torch, cfg.model.dtype)  # the model's dtype on every device (deepspeed_config)
         lcfg = cfg.learner
         self.zero3 = lcfg.zero_stage == 3
         if lcfg.lr_schedule == "cosine" and total_steps is None:
             raise ValueError("learner.lr_schedule=cosine needs total_steps")
 
-        ds_config = deepspeed_config(lcfg, self.device_kind)
+        ds_config = deepspeed_config(lcfg, self.device_kind, cfg.model.dtype)
         model = self._load()
         apply_freeze(model, lcfg.freeze_vision)
         if lcfg.gradient_checkpointing:
@@ -201,7 +205,7 @@ class Learner:
         per rank per model). Otherwise every rank loads the whole model (ZeRO-1/2 keep whole
         parameters anyway).
         """
-        ds_config = deepspeed_config(self.cfg.learner, self.device_kind, stage=stage)
+        ds_config = deepspeed_config(self.cfg.learner, self.device_kind, self.cfg.model.dtype, stage=stage)
         kwargs = dict(dtype=self.dtype, attn_implementation=self.cfg.model.attn_implementation)
         if ds_config["zero_optimization"]["stage"] != 3:
             model = load_vl_model(self.model_dir, **kwargs)
@@ -221,7 +225,7 @@ class Learner:
     def _frozen_copy(self):
         """A frozen copy of the initial policy (the reference, or the behaviour snapshot's engine)."""
         stage = 3 if self.zero3 else 0
-        return frozen_engine(self._load(stage), deepspeed_config(self.cfg.learner, self.device_kind, stage=stage))
+        return frozen_engine(self._load(stage), deepspeed_config(self.cfg.learner, self.device_kind, self.cfg.model.dtype, stage=stage))
 
     @property
     def module(self) -> torch.nn.Module:
