@@ -231,6 +231,7 @@ class LearnerGroup:
         self._all("save_checkpoint", str(path))
 
     def load_checkpoint(self, path: str) -> None:
+        """Restore `save_checkpoint`'s state, also one saved by another world size or ZeRO stage (learner.checkpointing)."""
         self._all("load_checkpoint", str(path))
 
     def export_hf(self, out_dir: str) -> None:
@@ -246,6 +247,10 @@ class LearnerGroup:
 
     def optimizer_state_digests(self) -> list[str]:
         return self._all("optimizer_state_digest")
+
+    def full_optimizer_state(self) -> dict[str, torch.Tensor]:
+        """Adam's moments of every trainable parameter, whole, and the step, on the driver (layout-independent)."""
+        return self._all("full_optimizer_state")[0]
 
     def alive(self, timeout_s: float = 30.0) -> bool:
         """Whether every rank still answers (a rank busy in a stuck collective answers once it times out)."""

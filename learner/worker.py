@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 
 from learner.batch import MicroBatch, Sequence, collate, collate_shared, group_units, plan_micro_batches, response_logprobs
-from learner.checkpointing import LearnerCheckpoints
+from learner.checkpointing import LearnerCheckpoints, Layout
 from learner.lockstep import install_vision_lockstep
 from learner.params import apply_freeze, decays
 from learner.prefix import SHARED_PREFIX_ATTENTION, prompt_groups
@@ -191,7 +191,7 @@ class Learner:
         self.behaviour = BehaviourSnapshot(self._frozen_copy()) if overlapped else None
         self.pixels = PixelMaker(self.model_dir)
         self.sync = LearnerSender(self.module, self.rank, self.zero3, self.device)
-        self.checkpoints = LearnerCheckpoints(self.engine, self.rank, self.zero3, self.model_dir)
+        self.checkpoints = LearnerCheckpoints(self.engine, self.rank, Layout(self.world_size, lcfg.zero_stage), self.model_dir)
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -504,6 +504,9 @@ class Learner:
     def optimizer_state_digest(self) -> str:
         return self.checkpoints.optimizer_state_digest()
 
+    def full_optimizer_state(self) -> dict[str, torch.Tensor]:
+        return self.checkpoints.full_optimizer_state()
+
 
 def _flat(units: list[list[int]]) -> list[int]:
     return [i for unit in units for i in unit]
@@ -589,6 +592,9 @@ class LearnerWorker:
 
     def optimizer_state_digest(self) -> str:
         return self.learner.optimizer_state_digest()
+
+    def full_optimizer_state(self) -> dict[str, torch.Tensor]:
+        return self.learner.full_optimizer_state()
 
     def has_reference(self) -> bool:
         return self.learner.ref is not None
