@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -32,7 +31,6 @@ from rl.weight_sync.protocol import ParamMeta, plan_buckets
 CHECKPOINT_TAG = "learner"
 LAYOUT_FILE = "layout.json"
 UNIVERSAL_SUFFIX = "-universal"
-log = logging.getLogger("thinkonce.learner")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 WEIGHT_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -150,7 +148,12 @@ class LearnerCheckpoints:
         return out
 
     def save(self, path: str) -> None:
-        """Model, optimizer and lr-scheduler state of every rank under `path`, and the layout that wrote it."""
+        """Model, optimizer and lr-scheduler state of every rank under `path`, and the layout that wrote it.
+
+        A universal conversion of an earlier save to `path` is removed: it would restore older state.
+        """
+        if self.rank == 0:
+            shutil.rmtree(universal_dir(path), ignore_errors=True)
         self.engine.save_checkpoint(str(path), tag=CHECKPOINT_TAG)
         if self.rank == 0:
             (Path(path) / LAYOUT_FILE).write_text(json.dumps(asdict(self.layout)))
@@ -161,19 +164,17 @@ class LearnerCheckpoints:
         Rank 0 converts (once per checkpoint) while the others wait in a barrier, within the
         process group's timeout (30 minutes by default).
         """
-        source = saved_layout(path)
-        if source == self.layout:
+        if saved_layout(path) == self.layout:
             self._load(str(path))
             return
         if self.rank == 0:
-            log.info("learner checkpoint %s was written by %s, loading on %s: through the universal checkpoint",
-                     path, source or "an unrecorded layout", self.layout)
             to_universal(path)
         dist.barrier()
         self._load_universal(universal_dir(path))
 
     def _load(self, path: str) -> None:
-        loaded, _ = self.engine.load_checkpoint(path, tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+        loaded, _ = self.engine.load_checkpoint(path, tag=CHECKPOINT_TAG, load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
         if loaded is None:
             raise FileNotFoundError(f"no learner checkpoint under {path}")
 
