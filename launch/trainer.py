@@ -35,7 +35,6 @@ import torch
 
 from launch.builders import BuilderPool, RoundBuilder
 from launch.placement import required
-from learner.checkpointing import universal_dir
 from learner.group import LearnerGroup
 from reward.pool import RewardPool
 from rl.checkpoint import (
@@ -356,8 +355,8 @@ class Trainer:
         layout = (self.cfg.learner.world_size, self.cfg.learner.zero_stage)
         if (saved.get("world_size"), saved.get("zero_stage")) != layout:
             log.info("%s was written by %s learner rank(s) with ZeRO-%s, resuming on %d with ZeRO-%d: the learner state is "
-                     "converted once to DeepSpeed's universal checkpoint (%s) and loaded from it", path.name,
-                     saved.get("world_size"), saved.get("zero_stage"), *layout, universal_dir(path / "learner").name)
+                     "resharded as it loads (learner.checkpointing; the first time, a conversion beside the checkpoint)",
+                     path.name, saved.get("world_size"), saved.get("zero_stage"), *layout)
         self.learner.load_checkpoint(str(path / "learner"))
         self.stream.samples_consumed = self.rounds.position = self._trained_position = manifest.samples_consumed
         self.version = manifest.step

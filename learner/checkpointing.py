@@ -162,11 +162,17 @@ class LearnerCheckpoints:
         """Restore what `save` wrote, on this layout or another (then through the universal conversion).
 
         Rank 0 converts (once per checkpoint) while the others wait in a barrier, within the
-        process group's timeout (30 minutes by default).
+        process group's timeout (30 minutes by default). ZeRO-0 keeps the whole optimizer state in
+        rank 0's file, which any ZeRO-0 world size loads natively, and no ZeRO partitions to convert:
+        it does not mix with the other stages.
         """
-        if saved_layout(path) == self.layout:
+        source, stage = saved_layout(path), self.layout.zero_stage
+        if source == self.layout or (stage == 0 and (source is None or source.zero_stage == 0)):
             self._load(str(path))
             return
+        if source is not None and 0 in (stage, source.zero_stage):
+            raise ValueError(f"learner checkpoint {path} was written with ZeRO-{source.zero_stage} and this learner runs "
+                             f"ZeRO-{stage}: ZeRO-0 only resumes from and into ZeRO-0 (set learner.zero_stage={source.zero_stage})")
         if self.rank == 0:
             to_universal(path)
         dist.barrier()
