@@ -91,7 +91,7 @@ def _loadable_by_any_stage(folder: Path) -> None:
     ZeRO-1/2 loader: ZeRO-1/2 reads each state file as {"param": tensor}, the step from a per-parameter
     `step.pt` and the DeepSpeed version from `optimizer_state.pt`; ZeRO-3 reads the step from the
     inner optimizer's state dict there. Each looks for its own model-states file name (lr scheduler,
-    step counters); the weights are not taken from it (they come from `zero/`), so it is kept without them.
+    step counters): both are written, without the weights, which a universal load takes from `zero/`.
     """
     from deepspeed.checkpoint.constants import DS_VERSION, OPTIMIZER_STATE_DICT, PARAM, PARAM_GROUPS
 
@@ -172,7 +172,8 @@ class LearnerCheckpoints:
             return
         if source is not None and 0 in (stage, source.zero_stage):
             raise ValueError(f"learner checkpoint {path} was written with ZeRO-{source.zero_stage} and this learner runs "
-                             f"ZeRO-{stage}: ZeRO-0 only resumes from and into ZeRO-0 (set learner.zero_stage={source.zero_stage})")
+                             f"ZeRO-{stage}: ZeRO-0 only resumes from and into ZeRO-0 "
+                             f"(set learner.zero_stage={source.zero_stage})")
         if self.rank == 0:
             to_universal(path)
         dist.barrier()
