@@ -138,9 +138,11 @@ def _describe_dataset_change(path: Path, saved: dict[str, Any], samples: Sequenc
     gone, new = len(old.keys() - now.keys()), len(now.keys() - old.keys())
     if gone or new:
         parts.append(f"{gone} ids gone (e.g. media now unusable), {new} new")
-    counts = {kind: sum(old[i][key] != now[i][key] for i in old.keys() & now.keys()) for key, kind in CHANGE_KINDS.items()}
-    if any(counts.values()):
-        parts.append("changed in the samples kept: " + ", ".join(f"{kind} {n}" for kind, n in counts.items() if n))
+    both = sorted(old.keys() & now.keys())
+    changed = {kind: [i for i in both if old[i][key] != now[i][key]] for key, kind in CHANGE_KINDS.items()}
+    if any(changed.values()):
+        parts.append("changed in the samples kept: " + ", ".join(
+            f"{kind} {len(ids)} (e.g. {', '.join(ids[:3])})" for kind, ids in changed.items() if ids))
     if not parts:
         parts.append("the same ids in a different order (the shuffled stream would differ)")
     return f"{head}; " + ", ".join(parts)

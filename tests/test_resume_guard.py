@@ -97,7 +97,9 @@ def test_a_reannotated_release_with_the_same_ids_is_refused_before_any_actor_sta
     with pytest.raises(ResumeRefused) as err:
         _run(str(REPO / "configs/tiny_cpu.yaml"), overrides, "auto")
     message = str(err.value)
-    assert "6 samples in the checkpoint, 6 now; changed in the samples kept: answers 2, problem types 1, media files" in message
+    ids = [r["id"] for r in records]
+    assert (f"6 samples in the checkpoint, 6 now; changed in the samples kept: answers 2 (e.g. {', '.join(sorted(ids[:2]))}), "
+            f"problem types 1 (e.g. {ids[2]}), media files (size, mtime or clip window) 1 (e.g. {ids[3]})") in message, message
     assert "ids gone" not in message and "media paths" not in message
     assert "--resume-allow-changes dataset" in message
     assert not ray.is_initialized(), "refused before any actor starts"
