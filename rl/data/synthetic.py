@@ -13,13 +13,15 @@ Signals are simple and consistent so a tiny model can learn them from the sample
   (the question and options go into NExT-GQA's template at render time, rl.prompts).
 
 Sample i depends only on (seed, i), so a larger `num_samples` extends a smaller set. Regenerating
-writes nothing whose bytes would not change (x264 runs single-threaded, which makes it
-deterministic).
+with the same seed, kinds and option order leaves the videos already there untouched (a stamp file
+records what they were made with): a start costs no re-encoding, and the files' size and mtime, which
+the resume guard's dataset fingerprint reads, stay put. x264 runs single-threaded (deterministic).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 from typing import Sequence, Union
@@ -41,6 +43,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("square", "circle", "triangle")
 SOURCE = "synthetic"
 JSONL_NAME = "samples.jsonl"
+STAMP_NAME = ".generator.json"
+GENERATOR = 1
+"""Bump when `_task` or `encode_mp4` change what a sample's video holds: with an equal stamp, the
+videos already written are trusted as they are."""
 
 
 def _shape_mask(shape: str, cy: int, cx: int, radius: int) -> np.ndarray:
@@ -195,6 +201,11 @@ def generate_synthetic(out_dir: Union[str, os.PathLike], num_samples: int, seed:
     """
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
+    stamp_path = out / STAMP_NAME
+    stamp = {"generator": GENERATOR, "seed": seed, "kinds": list(kinds), "shuffle_options": shuffle_options}
+    trusted = stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp
+    if not trusted:
+        stamp_path.unlink(missing_ok=True)  # the videos are rewritten: none is trusted until all are
     samples = []
     for i in range(num_samples):
         kind = kinds[i % len(kinds)]
@@ -202,7 +213,8 @@ def generate_synthetic(out_dir: Union[str, os.PathLike], num_samples: int, seed:
         frames, fps, question, answer, options, problem_type = _task(kind, rng, shuffle_options)
         sample_id = f"{SOURCE}-{seed}-{i:05d}"
         path = out / "videos" / f"{sample_id}.mp4"
-        _write_if_changed(path, encode_mp4(frames, fps))
+        if not (trusted and path.is_file() and path.stat().st_size > 0):
+            _write_if_changed(path, encode_mp4(frames, fps))
         sample = Sample(
             id=sample_id,
             source=SOURCE,
@@ -216,4 +228,6 @@ def generate_synthetic(out_dir: Union[str, os.PathLike], num_samples: int, seed:
         )
         samples.append(validate_sample(sample, f"synthetic sample {i}"))
     _write_if_changed(out / JSONL_NAME, jsonl_bytes(samples, media_root=out))
+    if not trusted:
+        stamp_path.write_text(json.dumps(stamp))
     return samples
