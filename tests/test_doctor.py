@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.doctor import CHECKS, Doctor, format_table
-from rl.config import load_config
+from launch.doctor import CHECKS, doctor
 from rl.data.synthetic import generate_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,29 +27,24 @@ def _small(tiny: Path, tmp_path: Path, *extra: str) -> list[str]:
             "logging.wandb_mode=disabled", *extra]
 
 
-def _doctor(tiny: Path, tmp_path: Path, *extra: str, cap: float | None = None) -> Doctor:
-    cfg = load_config(ROOT / "configs/tiny_cpu.yaml", _small(tiny, tmp_path, *extra))
-    doctor = Doctor(cfg, "cpu", memory_cap_gib=cap)
-    doctor.run()
-    return doctor
+def _doctor(tiny: Path, tmp_path: Path, capsys, *extra: str) -> dict:
+    """`thinkonce doctor --json` in this process: its exit code and report."""
+    code = doctor(str(ROOT / "configs/tiny_cpu.yaml"), _small(tiny, tmp_path, *extra), as_json=True)
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report["exit"] = code
+    return report
 
 
-def _failed(doctor: Doctor, name: str, fix: str) -> None:
-    """`name` failed with a fix naming `fix`; nothing after it ran."""
-    rows = {r.name: r for r in doctor.rows}
-    assert [r.name for r in doctor.rows] == list(CHECKS), format_table(doctor.rows)
-    assert rows[name].status == "fail" and fix in rows[name].fix, format_table(doctor.rows)
+def _failed(report: dict, name: str, fix: str) -> None:
+    """`name` failed with a fix naming `fix`, the exit code is 1, and nothing after it ran."""
+    rows = {r["name"]: r for r in report["checks"]}
+    table = json.dumps(report["checks"], indent=1)
+    assert report["exit"] == 1 and not report["ok"], table
+    assert [r["name"] for r in report["checks"]] == list(CHECKS), table
+    assert rows[name]["status"] == "fail" and fix in rows[name]["fix"], table
     after = list(CHECKS)[list(CHECKS).index(name) + 1:]
-    assert all(rows[n].status == "skip" for n in after), format_table(doctor.rows)
-    assert all(r.status in ("pass", "warn") for r in doctor.rows[: list(CHECKS).index(name)]), format_table(doctor.rows)
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    yield
-    ray.shutdown()
+    assert all(rows[n]["status"] == "skip" for n in after), table
+    assert all(r["status"] in ("pass", "warn") for r in report["checks"][: list(CHECKS).index(name)]), table
 
 
 def _read_only_dir(path: Path) -> Path:
@@ -69,35 +63,35 @@ def _read_only_dir(path: Path) -> Path:
     return Path("/proc/thinkonce-run")  # root without mount rights: a place no process can create a directory in
 
 
-def test_each_injected_failure_fails_its_check_before_any_actor(tiny_qwen25, tmp_path, ray_local):
+def test_each_injected_failure_fails_its_check_before_any_actor(tiny_qwen25, tmp_path, capsys):
     # The cluster cannot hold the placement (learner ranks ask for a resource no node has).
-    doctor = _doctor(tiny_qwen25, tmp_path / "a", 'cluster.learner_resources={"node_a": 1}')
-    _failed(doctor, "cluster", "learner.world_size")
-    assert "node_a: 0 < 1" in doctor.rows[0].figure
+    report = _doctor(tiny_qwen25, tmp_path / "a", capsys, 'cluster.learner_resources={"node_a": 1}')
+    _failed(report, "cluster", "learner.world_size")
+    assert "node_a: 0 < 1" in report["checks"][0]["figure"]
 
     # A model directory without its weights.
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_qwen25, broken)
     (broken / "model.safetensors").unlink()
-    _failed(_doctor(broken, tmp_path / "b"), "model", "model.path")
+    _failed(_doctor(broken, tmp_path / "b", capsys), "model", "model.path")
 
     # A checkpoint directory that cannot be written.
     ro = _read_only_dir(tmp_path / "ro")
     try:
-        doctor = _doctor(tiny_qwen25, tmp_path / "c", f"trainer.run_dir={ro}")
+        report = _doctor(tiny_qwen25, tmp_path / "c", capsys, f"trainer.run_dir={ro}")
     finally:
         subprocess.run(["umount", str(ro)], capture_output=True)
-    _failed(doctor, "checkpoints", "trainer.run_dir")
+    _failed(report, "checkpoints", "trainer.run_dir")
 
     # A data file where most records' videos are gone (as with a wrong data.media_root).
     syn = tmp_path / "d" / "syn"
     samples = generate_synthetic(syn, 8, seed=0)
     for s in samples[:6]:
         Path(s.media_path).unlink()
-    doctor = _doctor(tiny_qwen25, tmp_path / "d", f"data.train={syn / 'samples.jsonl'}")
-    _failed(doctor, "data", "data.media_root")
-    assert "2 usable, 6 skipped of 8 records" in doctor.rows[3].figure
-    assert doctor.figures["data"]["skipped_by_reason"], doctor.figures["data"]
+    report = _doctor(tiny_qwen25, tmp_path / "d", capsys, f"data.train={syn / 'samples.jsonl'}")
+    _failed(report, "data", "data.media_root")
+    assert "2 usable, 6 skipped of 8 records" in report["checks"][3]["figure"]
+    assert report["figures"]["data"]["skipped_by_reason"], report["figures"]["data"]
 
 
 @pytest.mark.slow
