@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 
 from learner.batch import MicroBatch, Sequence, collate, collate_shared, group_units, plan_micro_batches, response_logprobs
-from learner.checkpointing import LearnerCheckpoints, Layout
+from learner.checkpointing import Layout, LearnerCheckpoints
 from learner.lockstep import install_vision_lockstep
 from learner.params import apply_freeze, decays
 from learner.prefix import SHARED_PREFIX_ATTENTION, prompt_groups
