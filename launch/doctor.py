@@ -219,26 +219,19 @@ class Doctor:
 
     def _checkpoint_bytes(self) -> int:
         """One checkpoint: weights in model.dtype, fp32 master copy and Adam's two moments, plus the export."""
-        params = self.figures.get("parameters") or self._parameter_count()
+        params = self.figures["parameters"]  # the model check runs first
         weight = 4 if self.cfg.model.dtype == "float32" else 2
         master = 0 if self.cfg.model.dtype == "float32" else 4
         return int(params * (weight + master + 8 + weight))
 
-    def _parameter_count(self) -> int:
-        """Parameters of model.path from its safetensors headers (no weights read); 0 when unknown."""
-        from rl.warmstart import resolve_model_path
-
-        try:
-            path = resolve_model_path(self.cfg.model, self.cfg.data, seed=self.cfg.trainer.seed)
-        except (OSError, ValueError):
-            return 0  # the model check says why
-        self.figures["model_dir"] = str(path)
+    @staticmethod
+    def _parameter_count(path: Path, files: Sequence[str]) -> int:
+        """Parameters in the safetensors `files` of `path`, from their headers (no weights read)."""
         count = 0
-        for file in sorted(Path(path).glob("*.safetensors")):
-            with open(file, "rb") as fh:
+        for name in files:
+            with open(path / name, "rb") as fh:
                 header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
             count += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
-        self.figures["parameters"] = count
         return count
 
     def model(self) -> None:
@@ -260,7 +253,7 @@ class Doctor:
         if missing:
             self.add("model", "fail", f"{path}: weight file(s) missing: {', '.join(missing)}", fix)
         self.figures["model_dir"] = str(path)
-        params = self._parameter_count()
+        self.figures["parameters"] = params = self._parameter_count(path, files)
         self.add("model", "pass", f"{path}: config, processor and {len(files)} weight file(s); {params / 1e6:.1f} M parameters")
 
     def data(self) -> None:
